@@ -1,0 +1,33 @@
+# One-command set-up: `make demo` trains and evaluates the default task, `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torchvision (needed by the Qwen-VL image and video processors) is published for the CUDA build
+# of torch only; it runs on a CPU as well. 0.29 pairs with torch 2.14.
+TORCH := "torch==2.14.*" "torchvision==0.29.*"
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): core/pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/qvl run colors train
+	$(BIN)/qvl run colors eval
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/bench_cli_startup.py
+	$(BIN)/python benchmarks/bench_train_step.py
+
+clean:
+	rm -rf $(VENV) runs

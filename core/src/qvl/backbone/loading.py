@@ -1,0 +1,164 @@
+"""Load a Qwen-VL backbone with transformers and set it up for training (full, LoRA, QLoRA)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from qvl.backbone import Backbone
+from qvl.backbone.embedded import resolve
+from qvl.config import BackboneConfig
+
+SUPPORTED_FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen2_5_vl", "qwen2_vl")
+
+
+class BackboneLoadError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why 4-bit loading cannot work here, or None if it can."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library
+        return f"bitsandbytes is not usable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def resolve_dtype(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def _device() -> Any:
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def lora_target_pattern(names: list[str]) -> str:
+    """LoRA on the language model only: the vision tower's MLP reuses names like ``up_proj``."""
+    alternatives = "|".join(re.escape(name) for name in names)
+    return rf"^(?!.*\bvisual\b).*\.({alternatives})$"
+
+
+def load(config: BackboneConfig) -> Backbone:
+    """Load the configured backbone on this process's device and prepare its trainable parts."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source = resolve(config.name)
+    looks_like_hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None
+    if not Path(source).is_dir() and not looks_like_hub_id:
+        raise BackboneLoadError(
+            f"backbone.name = {config.name!r}: not a directory, a hub id (owner/name), "
+            "'embedded:qwen3-vl-tiny', 'embedded:qwen2.5-vl-tiny' or a 'preset:...'"
+        )
+    dtype = resolve_dtype(config.dtype)
+    want_4bit = config.finetune == "qlora" or config.quantize
+    quantization = None
+    if want_4bit:
+        problem = bitsandbytes_problem()
+        if problem is None and not torch.cuda.is_available():
+            problem = "4-bit loading through transformers needs a CUDA device"
+        if problem:
+            _warn_once(f"{problem}; loading {config.name} unquantized instead")
+        else:
+            from transformers import BitsAndBytesConfig
+
+            quantization = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=config.quantization.quant_type,
+                bnb_4bit_use_double_quant=config.quantization.double_quant,
+                bnb_4bit_compute_dtype=getattr(torch, config.quantization.compute_dtype),
+                # the vision tower and the output layer stay in full precision, as in QLoRA
+                llm_int8_skip_modules=["visual", "lm_head"],
+            )
+    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=config.trust_remote_code)
+    if config.revision:
+        kwargs["revision"] = config.revision
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": _device()}
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=config.trust_remote_code)
+    except OSError as exc:
+        raise BackboneLoadError(f"backbone.name = {config.name!r}: cannot load ({exc})") from exc
+    family = model.config.model_type
+    if family not in SUPPORTED_FAMILIES:
+        _warn_once(f"backbone {config.name!r} is a {family!r} model; qvl is tested on {SUPPORTED_FAMILIES}")
+
+    model = _prepare_for_training(model, config, quantized=quantization is not None)
+    return Backbone(model=model, processor=processor, name=config.name, source=source,
+                    quantized=quantization is not None)
+
+
+def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -> Any:
+    mode = config.finetune
+    if mode == "frozen":
+        model.requires_grad_(False)
+        model.eval()
+        return model
+    if mode == "full":
+        if quantized:
+            raise BackboneLoadError("backbone.finetune = 'full' cannot train 4-bit weights; use 'qlora'")
+        model.requires_grad_(True)
+        if config.freeze_vision:
+            _visual(model).requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if config.adapter:
+        if not Path(config.adapter, "adapter_config.json").is_file():
+            raise BackboneLoadError(f"backbone.adapter = {config.adapter!r}: no adapter_config.json there")
+        return PeftModel.from_pretrained(model, config.adapter, is_trainable=True)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        bias=config.lora.bias,
+        target_modules=lora_target_pattern(config.lora.target_modules),
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise BackboneLoadError(f"backbone.lora.target_modules = {config.lora.target_modules}: {exc}") from exc
+
+
+def _visual(model: Any) -> Any:
+    for path in ("model.visual", "visual"):
+        module = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if module is not None:
+            return module
+    raise BackboneLoadError(f"cannot find the vision tower of {type(model).__name__} to freeze it")

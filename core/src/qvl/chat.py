@@ -1,0 +1,95 @@
+"""Chat-format batches for Qwen-VL: prompt-masked SFT batches, generation prompts, decoding.
+
+Shared by every task that trains the language-model head on answers (grasp, vqa, the built-in
+``colors`` demo): the loss covers the assistant turns only, never the prompt or the image tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+IGNORE_INDEX = -100
+Conversation = list[dict[str, Any]]
+
+
+def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tuple[Any, Any, dict]:
+    """Images and videos of the conversations, fetched and resized by ``qwen_vl_utils``."""
+    from qwen_vl_utils import process_vision_info
+
+    patch_size = int(getattr(processor.image_processor, "patch_size", 14))
+    images, videos, video_kwargs = process_vision_info(
+        list(conversations), return_video_kwargs=True, image_patch_size=patch_size
+    )
+    return images, videos, video_kwargs
+
+
+def _encode(processor: Any, texts: list[str], conversations: Sequence[Conversation], padding_side: str) -> Any:
+    images, videos, video_kwargs = vision_inputs(processor, conversations)
+    tokenizer = processor.tokenizer
+    previous = tokenizer.padding_side
+    tokenizer.padding_side = padding_side
+    try:
+        kwargs: dict[str, Any] = dict(text=texts, images=images, padding=True, return_tensors="pt")
+        if videos is not None:
+            kwargs.update(videos=videos, **{k: v for k, v in video_kwargs.items() if k != "fps" or v})
+        return processor(**kwargs)
+    finally:
+        tokenizer.padding_side = previous
+
+
+def assistant_labels(input_ids: Any, tokenizer: Any) -> Any:
+    """Labels that keep only assistant-turn tokens (their text and closing ``<|im_end|>``)."""
+    import torch
+
+    marker = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    width = len(marker)
+    marker_t = torch.tensor(marker, dtype=input_ids.dtype)
+    for row, ids in enumerate(input_ids):
+        windows = ids.unfold(0, width, 1) if ids.numel() >= width else ids.new_empty((0, width))
+        starts = (windows == marker_t).all(dim=1).nonzero().flatten().tolist()
+        for start in starts:
+            first = start + width
+            ends = (ids[first:] == end_id).nonzero().flatten()
+            last = first + int(ends[0]) if ends.numel() else ids.numel() - 1
+            labels[row, first : last + 1] = ids[first : last + 1]
+    return labels
+
+
+def sft_batch(processor: Any, conversations: Sequence[Conversation]) -> dict[str, Any]:
+    """Tokenize whole conversations (right-padded) with ``labels`` on the assistant turns only."""
+    texts = [processor.apply_chat_template(conv, tokenize=False) for conv in conversations]
+    encoded = _encode(processor, texts, conversations, padding_side="right")
+    batch = dict(encoded)
+    labels = assistant_labels(batch["input_ids"], processor.tokenizer)
+    labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+    if (labels != IGNORE_INDEX).sum() == 0:
+        raise ValueError("no assistant turn in the batch: every SFT conversation needs an assistant answer")
+    batch["labels"] = labels
+    return batch
+
+
+def prompt_batch(processor: Any, conversations: Sequence[Conversation]) -> dict[str, Any]:
+    """Tokenize prompts for generation: left-padded, ending with the assistant header."""
+    texts = [
+        processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) for conv in conversations
+    ]
+    return dict(_encode(processor, texts, conversations, padding_side="left"))
+
+
+def lm_loss(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """Cross-entropy of the labelled tokens (the model's own shifted loss)."""
+    outputs = model(**batch)
+    return {"loss": outputs.loss}
+
+
+def generate_text(
+    model: Any, processor: Any, batch: dict[str, Any], max_new_tokens: int, **generate_kwargs: Any
+) -> list[str]:
+    """Greedy generation from a :func:`prompt_batch`; returns the new text of each row."""
+    generate_kwargs.setdefault("do_sample", False)
+    output = model.generate(**batch, max_new_tokens=max_new_tokens, **generate_kwargs)
+    new_tokens = output[:, batch["input_ids"].shape[1] :]
+    return processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -1,0 +1,131 @@
+"""The ``qvl`` command.
+
+argparse, not click or typer: it is in the standard library, adds nothing to start-up time
+(``qvl --help`` must stay well under a second and import neither torch nor any plugin), and the
+command surface is small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from qvl import __version__
+
+DEBUG_ENV = "QVL_DEBUG"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qvl",
+        description="Fine-tune Qwen-VL vision-language models for robot tasks.",
+        epilog="Examples:\n  qvl tasks\n  qvl run colors train --set train.steps=50\n"
+               "  qvl run colors eval\n  qvl config colors --set backbone.finetune=lora",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"qvl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a stage of a task: train, eval, predict, or a task's own")
+    run.add_argument("task", help="task name (see 'qvl tasks')")
+    run.add_argument("stage", help="train, eval, predict, or a stage the task adds")
+    _config_arguments(run)
+    run.add_argument("--run-dir", help="run directory (default: new for train, latest run for eval/predict)")
+    run.add_argument("--resume", action="store_true", help="train: continue from the last complete checkpoint")
+    run.add_argument("--input", help="predict: an input file or folder (sets predict.input)")
+
+    config = commands.add_parser("config", help="print the effective config of a task as TOML")
+    config.add_argument("task")
+    _config_arguments(config)
+
+    commands.add_parser("tasks", help="list installed tasks as JSON")
+    commands.add_parser("plugins", help="list installed plugins, their hooks and load errors as JSON")
+    return parser
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                        help="TOML config file (repeatable; later files win)")
+    parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one key, e.g. --set train.lr=2e-4 (repeatable)")
+
+
+def _host():  # noqa: ANN202 - imported lazily to keep --help fast
+    from qvl.plugins import load_plugins
+
+    host = load_plugins()
+    for error in host.errors:
+        print(f"qvl: warning: plugin {error.name!r} failed to load: {error.error}", file=sys.stderr)
+    return host
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "tasks":
+        host = _host()
+        tasks = [
+            {"name": t.name, "plugin": t.plugin, "stages": list(t.all_stages), "description": t.description}
+            for t in sorted(host.tasks.values(), key=lambda t: t.name)
+        ]
+        print(json.dumps(tasks, indent=2))
+        return 0
+    if args.command == "plugins":
+        from qvl.plugins import describe, load_plugins
+
+        print(json.dumps(describe(load_plugins()), indent=2))
+        return 0
+    if args.command == "config":
+        from qvl.config import load_config, to_toml
+
+        host = _host()
+        print(to_toml(load_config(host.task(args.task), args.config, args.overrides)), end="")
+        return 0
+    if args.command == "run":
+        from qvl.runner.inference import InferenceResult, format_metrics
+        from qvl.runner.stages import run_stage
+
+        result = run_stage(_host(), args.task, args.stage, config_files=args.config, overrides=args.overrides,
+                           run_dir=args.run_dir, resume=args.resume, predict_input=args.input)
+        if isinstance(result, InferenceResult) and result.metrics is not None:
+            print(format_metrics(result.metrics))
+            print(f"\nwritten: {result.out_dir / 'eval.json'}")
+        return 0
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from qvl.config import ConfigError
+
+    try:
+        return _command(args)
+    except ConfigError as exc:
+        print("qvl: configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qvl: interrupted; complete checkpoints are kept", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV) or not _is_user_error(exc):
+            raise
+        print(f"qvl: error: {exc}", file=sys.stderr)
+        print(f"qvl: (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors about the user's input (files, data, settings) get one clear line, not a traceback."""
+    from qvl.backbone.embedded import UnknownBackboneError
+    from qvl.backbone.loading import BackboneLoadError
+    from qvl.plugins import MissingHookError, UnknownTaskError
+
+    return isinstance(exc, (FileNotFoundError, ValueError, UnknownTaskError, MissingHookError,
+                            BackboneLoadError, UnknownBackboneError, FloatingPointError))

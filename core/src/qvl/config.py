@@ -1,0 +1,415 @@
+"""Run configuration: attrs classes, TOML files and ``--set`` overrides, errors a person can read.
+
+Layers, later wins: the core's defaults, the task's ``defaults``, each ``--config`` file, each
+``--set key.path=value``. The ``[task]`` table is structured into the task's own config class.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+if typing.TYPE_CHECKING:
+    from qvl.task import Task
+
+
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"'{attribute.name}' must be > 0, got {value!r}")
+
+
+def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
+
+
+def fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
+
+
+@attrs.define
+class LoraConfig:
+    r: int = attrs.field(default=16, validator=positive)
+    alpha: int = attrs.field(default=32, validator=positive)
+    dropout: float = attrs.field(default=0.05, validator=fraction)
+    target_modules: list[str] = attrs.field(
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+@attrs.define
+class QuantizationConfig:
+    """bitsandbytes 4-bit settings, used when ``finetune = "qlora"`` (or ``quantize = true``)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+@attrs.define
+class BackboneConfig:
+    """Which Qwen-VL model to load and how to train it.
+
+    ``name``: ``embedded:qwen3-vl-tiny`` / ``embedded:qwen2.5-vl-tiny`` (built locally, no
+    download), ``preset:qwen3-vl-2b`` etc. (real shapes, random weights, for benchmarks), a hub id
+    such as ``Qwen/Qwen3-VL-2B-Instruct``, or a local directory.
+    """
+
+    name: str = "embedded:qwen3-vl-tiny"
+    finetune: Literal["full", "lora", "qlora", "frozen"] = "lora"
+    quantize: bool = False
+    adapter: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora: LoraConfig = attrs.field(factory=LoraConfig)
+    quantization: QuantizationConfig = attrs.field(factory=QuantizationConfig)
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    revision: str | None = None
+
+
+@attrs.define
+class TrainConfig:
+    steps: int = attrs.field(default=100, validator=positive)
+    batch_size: int = attrs.field(default=8, validator=positive)
+    grad_accum: int = attrs.field(default=1, validator=positive)
+    lr: float = attrs.field(default=2e-4, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    max_grad_norm: float = attrs.field(default=1.0, validator=non_negative)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    log_every: int = attrs.field(default=10, validator=positive)
+    save_every: int = attrs.field(default=0, validator=non_negative)
+    keep_checkpoints: int = attrs.field(default=2, validator=positive)
+    num_workers: int = attrs.field(default=0, validator=non_negative)
+    ddp_find_unused_parameters: bool = False
+
+
+@attrs.define
+class EvalConfig:
+    split: str = "val"
+    batch_size: int = attrs.field(default=8, validator=positive)
+    max_samples: int | None = attrs.field(default=None, validator=positive)
+
+
+@attrs.define
+class PredictConfig:
+    input: str | None = None
+    split: str = "test"
+    batch_size: int = attrs.field(default=8, validator=positive)
+    max_samples: int | None = attrs.field(default=None, validator=positive)
+
+
+@attrs.define
+class RunConfig:
+    """Everything one run needs. ``task`` holds the task's own config instance."""
+
+    task: Any = None
+    task_name: str = ""
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    backbone: BackboneConfig = attrs.field(factory=BackboneConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
+    predict: PredictConfig = attrs.field(factory=PredictConfig)
+
+
+class ConfigError(ValueError):
+    """Bad configuration; ``str()`` is meant for a person, one problem a line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict structuring: cattrs by default turns "x" into ["x"] and 1.5 into 1; a config must not.
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    def struct_int(value: Any, _: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+
+    def struct_float(value: Any, _: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+
+    def struct_str(value: Any, _: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+
+    def struct_bool(value: Any, _: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+
+    conv.register_structure_hook(int, struct_int)
+    conv.register_structure_hook(float, struct_float)
+    conv.register_structure_hook(str, struct_str)
+    conv.register_structure_hook(bool, struct_bool)
+    conv.register_structure_hook(Any, lambda value, _: value)
+
+    def is_list(tp: Any) -> bool:
+        return typing.get_origin(tp) is list
+
+    def struct_list(value: Any, tp: Any) -> list:
+        if not isinstance(value, list):
+            raise TypeError(f"expected {_type_name(tp)}, got {value!r}")
+        (item_type,) = typing.get_args(tp) or (Any,)
+        errors, items = [], []
+        for index, item in enumerate(value):
+            try:
+                items.append(conv.structure(item, item_type))
+            except Exception as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), _IndexNote(index)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError("list items", errors, tp)
+        return items
+
+    conv.register_structure_hook_func(is_list, struct_list)
+
+    def is_literal(tp: Any) -> bool:
+        return typing.get_origin(tp) is Literal
+
+    def struct_literal(value: Any, tp: Any) -> Any:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            raise ValueError(f"expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return value
+
+    conv.register_structure_hook_func(is_literal, struct_literal)
+    return conv
+
+
+class _IndexNote(str):
+    def __new__(cls, index: int) -> _IndexNote:
+        note = super().__new__(cls, f"list item {index}")
+        note.index = index
+        return note
+
+
+converter = _make_converter()
+
+_ATTRS_MESSAGE = re.compile(r"^'(?P<name>\w+)' (?P<rest>.*)$", re.S)
+
+
+def _flatten(exc: BaseException, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, message) pairs from cattrs' nested exception groups."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return [(path + (key,), "unknown key") for key in sorted(exc.extra_fields)]
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        found = []
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                if hasattr(note, "name") and not isinstance(note, _IndexNote):
+                    sub_path = path + (note.name,)
+                elif hasattr(note, "index"):
+                    sub_path = path + (f"[{note.index}]",)
+            found.extend(_flatten(sub, sub_path))
+        return found
+    message = str(exc)
+    match = _ATTRS_MESSAGE.match(message)
+    if isinstance(exc, ValueError) and match:  # an attrs validator: name the attribute
+        return [(path + (match["name"],), match["rest"])]
+    if isinstance(exc, KeyError):
+        return [(path + (str(exc.args[0]),), "required key is missing")]
+    return [(path, message)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: where each key came from, to point at the file and line in errors.
+
+
+@attrs.define
+class _Source:
+    label: str
+    text: str | None = None
+
+    def where(self, dotted: str) -> str:
+        line = _find_line(self.text, dotted) if self.text is not None else None
+        return f"{self.label}, line {line}" if line else self.label
+
+
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
+
+
+def _find_line(text: str, dotted: str) -> int | None:
+    """Best-effort line of a dotted key in a TOML text (tomllib keeps no positions)."""
+    table = ""
+    header_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        table_match = _TABLE.match(line)
+        if table_match:
+            table = table_match.group(1).replace('"', "").replace(" ", "")
+            if table == dotted:
+                header_line = number
+            continue
+        key_match = _KEY.match(line)
+        if key_match:
+            key = key_match.group(1).replace('"', "").replace("'", "").replace(" ", "")
+            full = f"{table}.{key}" if table else key
+            if full == dotted:
+                return number
+    return header_line
+
+
+def _merge(into: dict, new: Mapping, sources: dict[str, _Source], source: _Source, prefix: str = "") -> None:
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, sources, source, dotted + ".")
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value, sources, source, dotted + ".")
+        else:
+            into[key] = value
+        sources[dotted] = source
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=2e-4`` -> (["train", "lr"], 0.0002); values are TOML, bare words are strings."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected KEY.PATH=VALUE, for example train.lr=2e-4"])
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"--set {text!r}: the key {key!r} is not a dotted key path"])
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def read_toml(path: Path) -> tuple[dict, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def load_config(
+    task: Task,
+    files: Iterable[Path | str] = (),
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Build the effective :class:`RunConfig` of ``task``; raises :class:`ConfigError`."""
+    data: dict[str, Any] = {}
+    sources: dict[str, _Source] = {}
+    _merge(data, task.defaults, sources, _Source(f"defaults of task {task.name!r}"))
+    if base:
+        _merge(data, base, sources, _Source("saved run config"))
+    for file in files:
+        loaded, text = read_toml(Path(file))
+        _merge(data, loaded, sources, _Source(str(file), text))
+    for override in overrides:
+        keys, value = parse_override(override)
+        nested: dict[str, Any] = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        _merge(data, nested, sources, _Source(f"--set {override}"))
+    data.pop("task_name", None)
+    return structure(task, data, sources)
+
+
+def structure(task: Task, data: dict[str, Any], sources: dict[str, _Source] | None = None) -> RunConfig:
+    sources = sources or {}
+    data = dict(data)
+    task_data = data.pop("task", {})
+    problems: list[tuple[tuple[str, ...], str]] = []
+    task_config = None
+    if not isinstance(task_data, Mapping):
+        problems.append((("task",), "expected a table of the task's settings"))
+    else:
+        try:
+            task_config = converter.structure(dict(task_data), task.config_class)
+        except Exception as exc:
+            problems.extend(_flatten(exc, ("task",)))
+    run_config = None
+    try:
+        run_config = converter.structure(data, RunConfig)
+    except Exception as exc:
+        problems.extend(_flatten(exc, ()))
+    if problems:
+        raise ConfigError([_render(path, message, sources) for path, message in problems])
+    assert run_config is not None
+    return attrs.evolve(run_config, task=task_config, task_name=task.name)
+
+
+def _render(path: tuple[str, ...], message: str, sources: dict[str, _Source]) -> str:
+    dotted = ".".join(path).replace(".[", "[")
+    lookup = dotted.split("[")[0]
+    source = None
+    probe = lookup
+    while probe:
+        if probe in sources:
+            source = sources[probe]
+            break
+        probe = probe.rpartition(".")[0]
+    where = source.where(lookup) + ": " if source else ""
+    if message == "unknown key":
+        parent, _, leaf = lookup.rpartition(".")
+        return f"{where}unknown key {leaf!r} in [{parent}]" if parent else f"{where}unknown key {leaf!r}"
+    return f"{where}{dotted}: {message}"
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain data for TOML (None values dropped: TOML has no null)."""
+    raw = converter.unstructure(config)
+    raw["task"] = converter.unstructure(config.task) if config.task is not None else {}
+    return _drop_none(raw)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def to_toml(config: RunConfig) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(to_dict(config))

@@ -1,0 +1,174 @@
+"""Hook specifications: the whole contract between the qvl core and its plugins.
+
+Conventions, as in pytest's ``hookspec.py``:
+
+* A plugin implements a hook by defining a function of the same name decorated with
+  ``@qvl.hookimpl``. It may accept any subset of the arguments listed here, so arguments can be
+  added in later versions without breaking existing plugins (hooks are only ever added to, never
+  removed or renamed; ``HOOK_API_VERSION`` counts additions).
+* **Ownership.** pluggy calls every plugin that implements a hook, but only one plugin owns a task.
+  qvl solves this explicitly: a plugin declares its tasks through :func:`register_tasks`; every
+  task-level hook receives that ``task`` and is ``firstresult``. An implementation returns
+  ``None`` for a task it does not handle, so the call falls through to the owner. To *replace* one
+  hook of someone else's task, implement it with ``@qvl.hookimpl(tryfirst=True)`` and answer only
+  for that task name; to *wrap* it, use ``@qvl.hookimpl(wrapper=True)`` and ``result = yield``.
+  The core raises a clear error naming the task and hook if no plugin answers a required hook.
+* Heavy imports (torch, transformers) belong inside hook bodies, never at a plugin module's top
+  level: ``qvl --help``, ``qvl tasks`` and ``qvl plugins`` import every plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from qvl.backbone import Backbone
+    from qvl.config import RunConfig
+    from qvl.task import Task
+
+HOOK_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker("qvl")
+
+
+@hookspec
+def register_tasks(register: Callable[[Task], None]) -> None:
+    """Declare the tasks this plugin owns.
+
+    :param register: call ``register(qvl.Task(...))`` once per task. Registering a name another
+        plugin already registered is reported as that plugin's load error; the first one stays.
+    :returns: nothing; every plugin's implementation is called.
+    """
+
+
+@hookspec(firstresult=True)
+def load_backbone(task: Task, config: RunConfig) -> Backbone | None:
+    """Load the vision-language backbone (model and processor) for a run.
+
+    The core's default implementation (registered ``trylast``) reads ``config.backbone``: the
+    embedded tiny model, a shape preset, a hub id or a local directory; full fine-tune, LoRA,
+    QLoRA or frozen. Implement it to load something else, or wrap it to change what it loads.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :returns: a :class:`qvl.backbone.Backbone`. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def build_dataset(task: Task, config: RunConfig, split: str) -> Sequence[dict[str, Any]] | None:
+    """Build the samples of one split.
+
+    :param task: the task being run.
+    :param config: the effective run configuration; ``config.task`` is the task's own config.
+    :param split: ``"train"``, ``"val"``, ``"test"``, or ``"predict"`` (for ``predict``, read
+        ``config.predict.input`` when set).
+    :returns: a map-style sequence (``len`` and integer indexing) of sample dicts. A sample may
+        carry an ``"id"`` key, which the runner records with each prediction. Stops at the first
+        non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def build_collator(
+    task: Task, config: RunConfig, backbone: Backbone, stage: str
+) -> Callable[[list[dict[str, Any]]], dict[str, Any]] | None:
+    """Build the function that turns a list of samples into one model-ready batch.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param backbone: the loaded backbone; use ``backbone.processor`` to tokenize and process images.
+    :param stage: ``"train"`` (targets included, for the loss) or ``"eval"`` / ``"predict"``
+        (prompts only, for :func:`decode`).
+    :returns: ``collate(samples) -> dict`` whose tensors the runner moves to the device. Stops at
+        the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def build_head(task: Task, config: RunConfig, backbone: Backbone) -> torch.nn.Module | None:
+    """Build the task's trainable head(s) beside the backbone.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param backbone: the loaded backbone (for hidden size and dtype).
+    :returns: a ``torch.nn.Module`` (an ``nn.ModuleDict`` for several heads), or ``None`` when the
+        task uses the language-model head only. Saved as ``head.safetensors`` in every checkpoint
+        and rebuilt through this hook before loading. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def loss(
+    task: Task,
+    config: RunConfig,
+    backbone: Backbone,
+    head: torch.nn.Module | None,
+    batch: dict[str, Any],
+    step: int,
+    max_steps: int,
+) -> dict[str, Any] | None:
+    """Run the forward pass of one training batch and compute its loss.
+
+    Called inside the runner's module forward, so gradients are synchronised across processes
+    and mixed precision applies.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param backbone: the backbone; call ``backbone.model``.
+    :param head: what :func:`build_head` returned, or ``None``.
+    :param batch: what the collator returned, on the device.
+    :param step: the optimizer step about to be taken (0-based), for curricula.
+    :param max_steps: the total number of optimizer steps of the run.
+    :returns: a dict with ``"loss"`` (a scalar tensor to minimise) and optionally more scalar
+        tensors or floats, logged under their keys. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def decode(
+    task: Task,
+    config: RunConfig,
+    backbone: Backbone,
+    head: torch.nn.Module | None,
+    batch: dict[str, Any],
+) -> list[dict[str, Any]] | None:
+    """Turn one evaluation or prediction batch into predictions (generation, argmax, sampling).
+
+    Runs under ``torch.no_grad()`` with the model in eval mode.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param backbone: the backbone.
+    :param head: the head, or ``None``.
+    :param batch: what the collator returned for stage ``"eval"`` or ``"predict"``.
+    :returns: one JSON-serialisable dict per sample, in batch order. Stops at the first non-None
+        result.
+    """
+
+
+@hookspec(firstresult=True)
+def evaluate(
+    task: Task,
+    config: RunConfig,
+    predictions: list[dict[str, Any]],
+    dataset: Sequence[dict[str, Any]],
+    out_dir: Path,
+) -> dict[str, Any] | None:
+    """Score predictions against the references of the evaluated split.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param predictions: :func:`decode`'s outputs, aligned with ``dataset`` (``predictions[i]``
+        belongs to ``dataset[i]``).
+    :param dataset: the evaluated split, as :func:`build_dataset` returned it.
+    :param out_dir: a directory to write plots or tables into.
+    :returns: a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
+        the runner writes it to ``eval.json`` and prints it. Stops at the first non-None result.
+    """

@@ -1,0 +1,1 @@
+"""The generic runner: train, eval and predict for any task, built only from hooks."""

@@ -1,0 +1,157 @@
+"""Atomic checkpoints: backbone (HF / peft directory), head, optimizer, scheduler, RNG, position.
+
+accelerate's ``save_state`` is not used: it writes the whole model's weights into every
+checkpoint (gigabytes under LoRA, where only the adapter changes) and reloads RNG state by
+unpickling. Here weights go through ``save_pretrained`` / safetensors and everything else is
+read back with ``weights_only=True`` or as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from qvl.config import RunConfig
+
+TRAINER_STATE = "trainer_state.json"
+
+
+@attrs.define
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def restore_config(config: RunConfig, checkpoint: Path) -> RunConfig:
+    """The config whose ``load_backbone`` reproduces the checkpoint's backbone."""
+    backbone = config.backbone
+    saved = checkpoint / "backbone"
+    if backbone.finetune == "full":
+        backbone = attrs.evolve(backbone, name=str(saved))
+    elif backbone.finetune in ("lora", "qlora"):
+        backbone = attrs.evolve(backbone, adapter=str(saved))
+    return attrs.evolve(config, backbone=backbone)
+
+
+def _rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
+    import numpy as np
+    import torch
+
+    tensors = {"torch_cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = state
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    plain = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, np_keys.tolist(), np_pos, np_has_gauss, np_gauss],
+    }
+    return tensors, plain
+
+
+def _set_rng_state(tensors: dict[str, Any], plain: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    torch.random.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    version, state, gauss = plain["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save(
+    checkpoints_dir: Path,
+    state: TrainerState,
+    *,
+    accelerator: Any,
+    backbone: Any,
+    head: Any,
+    optimizer: Any,
+    scheduler: Any,
+    finetune: str,
+    keep: int,
+) -> Path:
+    """Write ``step-XXXXXXXX`` through a temporary directory and a rename; prune old ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    final = checkpoints_dir / f"step-{state.step:08d}"
+    tmp = checkpoints_dir / f".tmp-step-{state.step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+
+    tensors, plain = _rng_state()
+    rank = accelerator.process_index
+    save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
+    (tmp / f"rng-{rank}.json").write_text(json.dumps(plain))
+
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(backbone.model)
+        if finetune != "frozen":
+            model.save_pretrained(tmp / "backbone", safe_serialization=True)
+            if finetune == "full":
+                backbone.processor.save_pretrained(tmp / "backbone")
+        if head is not None:
+            weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(head).state_dict().items()}
+            save_file(weights, str(tmp / "head.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / TRAINER_STATE).write_text(json.dumps(attrs.asdict(state), indent=1))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # re-saving the same step after a resume: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _prune(checkpoints_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _prune(checkpoints_dir: Path, keep: int) -> None:
+    from qvl.runner.rundir import CHECKPOINT_PATTERN
+
+    complete = sorted(p for p in checkpoints_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_head(checkpoint: Path, head: Any) -> None:
+    from safetensors.torch import load_file
+
+    path = checkpoint / "head.safetensors"
+    if head is None:
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the task builds a head but the checkpoint has none")
+    missing, unexpected = head.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: head weights do not match the head the task builds "
+                         f"(missing {missing}, unexpected {unexpected}); was the [task] config changed?")
+
+
+def load_training_state(checkpoint: Path, *, accelerator: Any, optimizer: Any, scheduler: Any) -> TrainerState:
+    import torch
+    from safetensors.torch import load_file
+
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    rank = accelerator.process_index
+    rng_tensors = checkpoint / f"rng-{rank}.safetensors"
+    if rng_tensors.is_file():
+        _set_rng_state(load_file(str(rng_tensors)), json.loads((checkpoint / f"rng-{rank}.json").read_text()))
+    return TrainerState(**json.loads((checkpoint / TRAINER_STATE).read_text()))

@@ -1,0 +1,56 @@
+import pytest
+import torch
+from PIL import Image
+
+from qvl import chat
+
+
+def conversation(answer=None, text="What colour?"):
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (64, 64), "red")},
+                                             {"type": "text", "text": text}]}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def test_sft_labels_cover_only_the_answer_and_its_end(qvl_tiny_backbone):
+    processor = qvl_tiny_backbone.processor
+    batch = chat.sft_batch(processor, [conversation("red"), conversation("dark purple", text="A longer question?")])
+    tokenizer = processor.tokenizer
+    for row, answer in enumerate(["red", "dark purple"]):
+        labelled = batch["labels"][row][batch["labels"][row] != chat.IGNORE_INDEX]
+        assert tokenizer.decode(labelled) == answer + "<|im_end|>"
+    # right padding: the shorter first row ends in padding that is not labelled
+    assert batch["attention_mask"][0, -1] == 0
+    assert (batch["labels"][batch["attention_mask"] == 0] == chat.IGNORE_INDEX).all()
+
+
+def test_sft_without_answer_is_refused(qvl_tiny_backbone):
+    with pytest.raises(ValueError, match="needs an assistant answer"):
+        chat.sft_batch(qvl_tiny_backbone.processor, [conversation()])
+
+
+def test_prompt_batch_is_left_padded_and_ends_with_assistant_header(qvl_tiny_backbone):
+    processor = qvl_tiny_backbone.processor
+    batch = chat.prompt_batch(processor, [conversation(), conversation(text="A much longer question here?")])
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].all()
+    header = processor.tokenizer.encode("<|im_start|>assistant\n")
+    assert batch["input_ids"][0, -len(header):].tolist() == header
+    assert processor.tokenizer.padding_side == "right"  # restored
+
+
+def test_generate_text_returns_only_new_text(qvl_tiny_backbone):
+    processor = qvl_tiny_backbone.processor
+    batch = chat.prompt_batch(processor, [conversation(), conversation()])
+    texts = chat.generate_text(qvl_tiny_backbone.model, processor, batch, max_new_tokens=3)
+    assert len(texts) == 2 and texts[0] == texts[1]  # greedy and identical inputs
+    assert "<|im_start|>" not in texts[0] and "What colour?" not in texts[0]
+
+
+def test_lm_loss_is_the_mean_over_labelled_tokens(qvl_tiny_backbone):
+    batch = chat.sft_batch(qvl_tiny_backbone.processor, [conversation("red")])
+    with torch.no_grad():
+        loss = chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"]
+        logits = qvl_tiny_backbone.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    shifted = torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=-100)
+    assert loss.item() == pytest.approx(shifted.item(), rel=1e-4)

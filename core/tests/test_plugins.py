@@ -1,0 +1,64 @@
+import importlib
+import types
+
+import pluggy
+import pytest
+
+import qvl
+from qvl import plugins
+from qvl.plugins import MissingHookError, UnknownTaskError, load_plugins
+
+
+def test_builtin_plugins_register_like_third_party_ones(qvl_host):
+    names = [p.name for p in qvl_host.plugins]
+    assert names[:2] == ["qvl.backbone", "qvl.colors"]
+    assert qvl_host.tasks["colors"].plugin == "qvl.colors"
+    assert qvl_host.tasks["colors"].all_stages == ("train", "eval", "predict")
+
+
+def test_hook_register_tasks_conflicting_names_are_reported_and_first_kept(monkeypatch):
+    clash = types.ModuleType("clash_plugin")
+
+    @qvl.hookimpl
+    def register_tasks(register):
+        register(qvl.Task(name="colors", config_class=dict))
+
+    clash.register_tasks = register_tasks
+    monkeypatch.setitem(plugins.DEFAULT_PLUGINS, "clash", "clash_plugin")
+    monkeypatch.setitem(importlib.sys.modules, "clash_plugin", clash)
+    host = load_plugins()
+    assert host.tasks["colors"].plugin == "qvl.colors"
+    (error,) = [e for e in host.errors if e.name == "clash"]
+    assert "already registered by plugin 'qvl.colors'" in error.error
+
+
+def test_unknown_task_lists_installed_ones(qvl_host):
+    with pytest.raises(UnknownTaskError, match="unknown task 'grasp'; installed tasks: .*colors"):
+        qvl_host.task("grasp")
+
+
+def test_required_hook_without_answer_is_a_clear_error(qvl_host):
+    task = qvl.Task(name="orphan", config_class=dict, plugin="nobody")
+    with pytest.raises(MissingHookError, match="no plugin implements hook 'decode' for task 'orphan'"):
+        qvl_host.call("decode", task=task, config=None, backbone=None, head=None, batch={})
+
+
+def test_load_plugins_env_empty_loads_builtins_only(monkeypatch):
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "")
+    host = load_plugins()
+    assert [p.name for p in host.plugins] == list(plugins.DEFAULT_PLUGINS)
+
+
+def test_trace_switch_prints_every_hook_call(monkeypatch, capsys):
+    monkeypatch.setenv(plugins.TRACE_ENV, "1")
+    host = load_plugins()
+    task = host.task("colors")
+    host.pm.hook.build_head(task=task, config=None, backbone=None)
+    err = capsys.readouterr().err
+    assert "[qvl hook] build_head task=colors ->" in err
+    assert "[qvl hook] build_head returned NoneType" in err
+
+
+def test_hookimpl_is_exported_from_the_package_root():
+    assert isinstance(qvl.hookimpl, pluggy.HookimplMarker)
+    assert qvl.hookimpl.project_name == "qvl"

@@ -1,0 +1,106 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from qvl.runner.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
+        qvl_run_stage, qvl_run_dir, qvl_quick_run, tmp_path):
+    trained = qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=8")
+    assert trained.steps == 2
+    run = RunDir(qvl_run_dir)
+    (checkpoint,) = run.checkpoints()
+    assert checkpoint.name == "step-00000002"
+    assert {"backbone", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng-0.safetensors"} <= {
+        p.name for p in checkpoint.iterdir()}
+    assert (checkpoint / "backbone" / "model.safetensors").is_file()  # full fine-tune: HF directory
+    metrics = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
+    assert (qvl_run_dir / "loss.png").stat().st_size > 1000
+    assert "[backbone]" in run.config_path.read_text()
+    ids = [json.loads(line)["ids"] for line in (qvl_run_dir / "samples" / "rank-0.jsonl").read_text().splitlines()]
+    assert len(ids) == 2 and all(len(batch) == 2 for batch in ids)
+
+    evaluated = qvl_run_stage("colors", "eval", *qvl_quick_run)
+    assert evaluated.metrics["samples"] == 4
+    assert 0.0 <= evaluated.metrics["accuracy"] <= 1.0
+    assert evaluated.metrics["baselines"]["majority_class"]["accuracy"] == 0.25  # 4 samples, 4 colours
+    saved = json.loads((qvl_run_dir / "eval" / "val" / "eval.json").read_text())
+    assert saved == evaluated.metrics
+    assert len((qvl_run_dir / "eval" / "val" / "predictions.jsonl").read_text().splitlines()) == 4
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, color in [("a.png", "red"), ("b.png", "blue"), ("c.jpg", "green")]:
+        Image.new("RGB", (64, 64), color).save(folder / name)
+    predicted = qvl_run_stage("colors", "predict", predict_input=str(folder))
+    assert [p["id"] for p in predicted.predictions] == ["a.png", "b.png", "c.jpg"]
+    assert all("answer" in p for p in predicted.predictions)
+    assert (predicted.out_dir / "predictions.jsonl").is_file()
+
+
+def test_hook_build_head_none_means_the_lm_head_only(qvl_host):
+    task = qvl_host.task("colors")
+    assert qvl_host.call("build_head", task=task, config=None, backbone=None, required=False) is None
+
+
+def test_hook_load_backbone_default_reads_the_backbone_config(qvl_host):
+    from qvl.config import load_config
+
+    task = qvl_host.task("colors")
+    config = load_config(task, overrides=["backbone.finetune=frozen"])
+    backbone = qvl_host.call("load_backbone", task=task, config=config)
+    assert backbone.name == "embedded:qwen3-vl-tiny" and backbone.trainable_parameters()[0] == 0
+
+
+def test_resume_continues_exactly_where_it_stopped(qvl_run_stage, tmp_path, qvl_quick_run):
+    common = (*qvl_quick_run, "task.train_samples=16", "backbone.finetune=lora", "backbone.lora.r=4",
+              "backbone.lora.dropout=0.0", "train.lr=1e-2")
+    straight = tmp_path / "straight"
+    qvl_run_stage("colors", "train", *common, "train.steps=4", run_dir=straight)
+    interrupted = tmp_path / "interrupted"
+    qvl_run_stage("colors", "train", *common, "train.steps=2", "train.save_every=1", run_dir=interrupted)
+    resumed = qvl_run_stage("colors", "train", "train.steps=4", run_dir=interrupted, resume=True)
+    assert resumed.steps == 4
+
+    def adapter(run):
+        return load_file(str(RunDir(run).last_checkpoint() / "backbone" / "adapter_model.safetensors"))
+
+    expected, got = adapter(straight), adapter(interrupted)
+    assert expected.keys() == got.keys() and len(expected) == 4 * 7 * 2
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6)
+    straight_ids = (straight / "samples" / "rank-0.jsonl").read_text().splitlines()
+    resumed_ids = (interrupted / "samples" / "rank-0.jsonl").read_text().splitlines()
+    assert resumed_ids == straight_ids  # same data order across the interruption
+
+
+def test_a_partial_checkpoint_is_never_picked(tmp_path):
+    run = RunDir(tmp_path)
+    (tmp_path / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "checkpoints" / ".tmp-step-00000004").mkdir()
+    assert run.last_checkpoint().name == "step-00000002"
+
+
+def test_eval_without_checkpoint_is_a_clear_error(qvl_run_stage, qvl_run_dir, colors_task):
+    from qvl.config import load_config
+
+    RunDir(qvl_run_dir).write_config(load_config(colors_task))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint; run 'qvl run colors train' first"):
+        qvl_run_stage("colors", "eval")
+
+
+def test_predict_input_that_does_not_exist(qvl_run_stage, qvl_quick_run, tmp_path):
+    qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")
+    with pytest.raises(FileNotFoundError, match="predict.input = .*nothing-here.*no such file"):
+        qvl_run_stage("colors", "predict", predict_input=str(tmp_path / "nothing-here"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+        qvl_run_stage("colors", "predict", predict_input=str(broken))

@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+os.environ.setdefault("QVL_CACHE", str(ROOT / ".venv" / "qvl-cache"))
+
+
+def readme_plugin_example() -> str:
+    """The one-file plugin of the README's guide, between its two markers."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- plugin-example:start -->")
+    end = text.index("<!-- plugin-example:end -->")
+    block = text[start:end]
+    return block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """Real distributions installed with pip into a private site directory.
+
+    The README's example (``qvl-brightness``), a plugin that replaces/wraps hooks of the built-in
+    ``colors`` task, one that fails to import and one with a misspelled hook.
+    """
+    work = tmp_path_factory.mktemp("plugins")
+    example = work / "qvl-brightness"
+    example.mkdir()
+    (example / "qvl_brightness.py").write_text(readme_plugin_example())
+    (example / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "qvl-brightness"\nversion = "0.1.0"\ndependencies = ["qvl-core"]\n'
+        '[project.entry-points.qvl]\nbrightness = "qvl_brightness"\n'
+        '[tool.setuptools]\npy-modules = ["qvl_brightness"]\n'
+    )
+    site = work / "site"
+    sources = [example, FIXTURES / "qvl-colors-extra", FIXTURES / "qvl-broken", FIXTURES / "qvl-typo"]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), *map(str, sources)],
+        check=True, capture_output=True, text=True,
+    )
+    return site
+
+
+def run_qvl(*args: str, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
+    full_env = dict(os.environ)
+    if site is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), full_env.get("PYTHONPATH")]))
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "qvl", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=900)
