@@ -21,7 +21,7 @@ def test_there_are_hooks():
 @pytest.mark.parametrize("name", HOOKS)
 def test_spec_docstring_names_every_parameter_the_return_and_firstresult(name):
     spec = getattr(hookspec, name)
-    doc = inspect.getdoc(spec)
+    doc = " ".join(inspect.getdoc(spec).split())
     for parameter in inspect.signature(spec).parameters:
         assert f":param {parameter}:" in doc, f"{name}: parameter {parameter} undocumented"
     assert ":returns:" in doc

@@ -70,14 +70,19 @@ def test_bad_value_from_validator_names_the_key(colors_task, tmp_path):
 
 
 def test_task_section_is_checked_by_the_task_config_class(colors_task, tmp_path):
-    found = problems(colors_task, '[task]\ncolors = ["red", "teal"]\nwidth = 3\n', tmp_path=tmp_path)
-    assert any("unknown key 'width' in [task]" in p for p in found)
-    assert any("task.colors: must list at least two of" in p and "'teal'" in p for p in found)
+    (unknown,) = problems(colors_task, "[task]\nwidth = 3\n", tmp_path=tmp_path)
+    assert unknown == f"{tmp_path / 'run.toml'}, line 2: unknown key 'width' in [task]"
+    (bad,) = problems(colors_task, '[task]\ncolors = ["red", "teal"]\n', tmp_path=tmp_path)
+    assert "line 2: task.colors: must list at least two of" in bad and "'teal'" in bad
 
 
 def test_several_problems_are_all_reported(colors_task, tmp_path):
-    found = problems(colors_task, '[train]\nsteps = 0\nbatch_size = "x"\n[evaluation]\n', tmp_path=tmp_path)
-    assert len(found) == 3
+    found = problems(colors_task, '[train]\nsteps = 1.5\nbatch_size = "x"\n[evaluation]\n', tmp_path=tmp_path)
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "train.steps: expected an integer, got 1.5",
+        "train.batch_size: expected an integer, got 'x'",
+        "unknown key 'evaluation'",
+    ]
 
 
 def test_toml_syntax_error_names_file_and_line(colors_task, tmp_path):

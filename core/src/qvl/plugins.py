@@ -128,9 +128,10 @@ def _install_tracing(pm: pluggy.PluginManager) -> None:
 
 def _collect_tasks(pm: pluggy.PluginManager, errors: list[LoadError]) -> dict[str, Task]:
     tasks: dict[str, Task] = {}
-    # Each implementation is called on its own so a task knows its owner and one plugin's
-    # failure does not hide the tasks of the others.
-    for impl in reversed(pm.hook.register_tasks.get_hookimpls()):
+    # Each implementation is called on its own, in registration order (built-ins first), so a task
+    # knows its owner, the first registration of a name wins, and one plugin's failure does not
+    # hide the tasks of the others.
+    for impl in pm.hook.register_tasks.get_hookimpls():
         owner = impl.plugin_name
 
         def register(task: Task, _owner: str = owner) -> None:
