@@ -55,6 +55,8 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(tmp_path):
     one, two = adapter(single), adapter(double)
     assert one.keys() == two.keys()
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-5)
+        # Adam turns float-rounding noise on near-zero gradients into up to lr-sized moves; wrong data
+        # or unsynchronised gradients would differ by about lr (5e-3) almost everywhere
+        torch.testing.assert_close(two[key], one[key], rtol=1e-2, atol=1e-3)
     # and training did change the weights (lora_B starts at zero)
     assert any(v.abs().sum() > 0 for k, v in one.items() if "lora_B" in k)

@@ -99,14 +99,36 @@ def test_frozen_backbone_has_no_trainable_parameters():
     assert backbone.trainable_parameters()[0] == 0
 
 
-def test_qlora_without_cuda_warns_and_loads_unquantized():
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: 4-bit loading is exercised for real")
+def test_qlora_loads_the_language_model_in_4bit_and_trains_lora():
+    import bitsandbytes as bnb
+
+    from qvl.config import QuantizationConfig
+
+    backbone = load(BackboneConfig(finetune="qlora", lora=LoraConfig(r=4),
+                                   quantization=QuantizationConfig(compute_dtype="float32")))
+    assert backbone.quantized
+    four_bit = [n for n, m in backbone.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 4 * 7  # every projection of the 4 text layers
+    assert not any("visual" in n or "lm_head" in n for n in four_bit)
+    trainable = [n for n, p in backbone.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    ids = torch.tensor([[151644, 9707, 1879, 151645]])
+    backbone.model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in backbone.model.parameters() if p.requires_grad)
+
+
+def test_qlora_without_usable_bitsandbytes_warns_once_and_loads_unquantized(monkeypatch):
+    from qvl.backbone import loading
+
+    monkeypatch.setattr(loading, "bitsandbytes_problem", lambda: "bitsandbytes is not usable (ImportError: x)")
+    loading._warn_once.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         backbone = load(BackboneConfig(finetune="qlora", lora=LoraConfig(r=4)))
+        load(BackboneConfig(finetune="qlora", lora=LoraConfig(r=4)))
     assert not backbone.quantized
-    assert any("loading embedded:qwen3-vl-tiny unquantized" in str(w.message) for w in caught)
+    messages = [str(w.message) for w in caught if "unquantized" in str(w.message)]
+    assert messages == ["bitsandbytes is not usable (ImportError: x); loading embedded:qwen3-vl-tiny unquantized instead"]
     assert any(p.requires_grad for p in backbone.model.parameters())
 
 

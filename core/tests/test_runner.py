@@ -35,6 +35,7 @@ def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
     saved = json.loads((qvl_run_dir / "eval" / "val" / "eval.json").read_text())
     assert saved == evaluated.metrics
     assert len((qvl_run_dir / "eval" / "val" / "predictions.jsonl").read_text().splitlines()) == 4
+    assert (qvl_run_dir / "eval" / "val" / "per_color_accuracy.png").stat().st_size > 1000
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -108,3 +109,34 @@ def test_predict_input_that_does_not_exist(qvl_run_stage, qvl_quick_run, tmp_pat
     broken.write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png: not a readable image"):
         qvl_run_stage("colors", "predict", predict_input=str(broken))
+
+
+def test_gradient_accumulation_matches_the_larger_batch(qvl_run_stage, tmp_path, qvl_quick_run):
+    common = (*qvl_quick_run, "task.train_samples=16", "backbone.finetune=lora", "backbone.lora.r=4",
+              "backbone.lora.dropout=0.0", "train.lr=1e-2", "train.steps=2")
+    qvl_run_stage("colors", "train", *common, "train.batch_size=4", run_dir=tmp_path / "big")
+    qvl_run_stage("colors", "train", *common, "train.batch_size=2", "train.grad_accum=2", run_dir=tmp_path / "accum")
+
+    def adapter(run):
+        return load_file(str(RunDir(run).last_checkpoint() / "backbone" / "adapter_model.safetensors"))
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses(tmp_path / "accum") == pytest.approx(losses(tmp_path / "big"), rel=1e-4)
+    big, accum = adapter(tmp_path / "big"), adapter(tmp_path / "accum")
+    for key in big:
+        # Adam turns float-rounding noise on near-zero gradients into up to lr-sized moves; a missing
+        # accumulation would differ by about lr (1e-2) almost everywhere
+        torch.testing.assert_close(accum[key], big[key], rtol=1e-2, atol=2e-3)
+    assert any(v.abs().sum() > 0 for k, v in big.items() if "lora_B" in k)
+
+
+def test_qlora_run_trains_saves_the_adapter_and_evaluates_from_it(qvl_run_stage, qvl_run_dir, qvl_quick_run):
+    qlora = ("backbone.finetune=qlora", "backbone.lora.r=4", "backbone.quantization.compute_dtype=float32")
+    qvl_run_stage("colors", "train", *qvl_quick_run, *qlora, "task.train_samples=4")
+    checkpoint = RunDir(qvl_run_dir).last_checkpoint()
+    assert (checkpoint / "backbone" / "adapter_config.json").is_file()
+    assert not (checkpoint / "backbone" / "model.safetensors").exists()  # the 4-bit base is not copied
+    result = qvl_run_stage("colors", "eval", *qvl_quick_run)
+    assert result.metrics["samples"] == 4

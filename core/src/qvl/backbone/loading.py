@@ -72,8 +72,6 @@ def load(config: BackboneConfig) -> Backbone:
     quantization = None
     if want_4bit:
         problem = bitsandbytes_problem()
-        if problem is None and not torch.cuda.is_available():
-            problem = "4-bit loading through transformers needs a CUDA device"
         if problem:
             _warn_once(f"{problem}; loading {config.name} unquantized instead")
         else:
@@ -85,7 +83,7 @@ def load(config: BackboneConfig) -> Backbone:
                 bnb_4bit_use_double_quant=config.quantization.double_quant,
                 bnb_4bit_compute_dtype=getattr(torch, config.quantization.compute_dtype),
                 # the vision tower and the output layer stay in full precision, as in QLoRA
-                llm_int8_skip_modules=["visual", "lm_head"],
+                llm_int8_skip_modules=[r".*\bvisual", "lm_head"],
             )
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=config.trust_remote_code)
     if config.revision:

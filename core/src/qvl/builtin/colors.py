@@ -182,8 +182,29 @@ def decode(task: Task, config: RunConfig, backbone: Backbone, batch: dict[str, A
     return [{"answer": text.strip().lower(), "raw": text} for text in texts]
 
 
+def plot_per_color(per_color: dict[str, float], baseline: float, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=120)
+    names = list(per_color)
+    axis.bar(names, [per_color[n] for n in names], color=[tuple(c / 255 for c in PALETTE[n]) for n in names],
+             edgecolor="black", linewidth=0.6)
+    axis.axhline(baseline, color="grey", linestyle="--", label=f"majority class ({baseline:.2f})")
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("accuracy")
+    axis.set_title("colors: accuracy per colour")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
 @hookimpl
-def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: Any) -> dict[str, Any] | None:
+def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: Any,
+             out_dir: Path) -> dict[str, Any] | None:
     if task.name != TASK_NAME:
         return None
     truth = [sample["color"] for sample in dataset]
@@ -196,11 +217,12 @@ def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: An
         color: sum(a == t for a, t in zip(answers, truth) if t == color) / max(1, truth.count(color))
         for color in config.task.colors
     }
+    baseline = truth.count(majority) / max(1, len(truth))
+    plot_per_color(per_color, baseline, Path(out_dir) / "per_color_accuracy.png")
     return {
         "samples": len(truth),
         "accuracy": correct / max(1, len(truth)),
         "invalid_rate": invalid / max(1, len(truth)),
         "per_color_accuracy": per_color,
-        "baselines": {"majority_class": {"answer": majority,
-                                         "accuracy": truth.count(majority) / max(1, len(truth))}},
+        "baselines": {"majority_class": {"answer": majority, "accuracy": baseline}},
     }
