@@ -24,7 +24,8 @@ def plugin_site(tmp_path_factory) -> Path:
     """Real distributions installed with pip into a private site directory.
 
     The README's example (``qvl-brightness``), a plugin that replaces/wraps hooks of the built-in
-    ``colors`` task, one that fails to import and one with a misspelled hook.
+    ``colors`` task, one that fails to import, one with a misspelled hook and one whose hook asks
+    for an argument no spec has.
     """
     work = tmp_path_factory.mktemp("plugins")
     example = work / "qvl-brightness"
@@ -37,7 +38,7 @@ def plugin_site(tmp_path_factory) -> Path:
         '[tool.setuptools]\npy-modules = ["qvl_brightness"]\n'
     )
     site = work / "site"
-    sources = [example, FIXTURES / "qvl-colors-extra", FIXTURES / "qvl-broken", FIXTURES / "qvl-typo"]
+    sources = [example, *(FIXTURES / name for name in ("qvl-colors-extra", "qvl-broken", "qvl-typo", "qvl-badargs"))]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(site), *map(str, sources)],
@@ -46,10 +47,16 @@ def plugin_site(tmp_path_factory) -> Path:
     return site
 
 
-def run_qvl(*args: str, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
+def _run_qvl(*args: str, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
+    """Run ``python -m qvl ARGS`` in a subprocess, optionally with a plugin site on the path."""
     full_env = dict(os.environ)
     if site is not None:
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "qvl", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def run_qvl():
+    return _run_qvl

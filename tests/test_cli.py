@@ -2,8 +2,6 @@ import json
 import subprocess
 import sys
 
-from conftest import run_qvl
-
 
 def test_help_imports_neither_torch_nor_plugins():
     code = ("import sys, contextlib, io\nfrom qvl import cli\n"
@@ -14,14 +12,14 @@ def test_help_imports_neither_torch_nor_plugins():
     assert out.strip() == "[]"
 
 
-def test_version_and_help():
+def test_version_and_help(run_qvl):
     assert run_qvl("--version").stdout.strip() == "qvl 0.1.0"
     help_text = run_qvl("--help").stdout
     for command in ("run", "config", "tasks", "plugins"):
         assert command in help_text
 
 
-def test_tasks_and_plugins_are_json():
+def test_tasks_and_plugins_are_json(run_qvl):
     tasks = json.loads(run_qvl("tasks").stdout)
     colors = next(t for t in tasks if t["name"] == "colors")
     assert colors["plugin"] == "qvl.colors" and colors["stages"] == ["train", "eval", "predict"]
@@ -30,13 +28,13 @@ def test_tasks_and_plugins_are_json():
     assert core["version"] == "0.1.0" and "decode" in core["hooks"] and core["tasks"] == ["colors"]
 
 
-def test_config_prints_effective_toml_with_overrides():
+def test_config_prints_effective_toml_with_overrides(run_qvl):
     result = run_qvl("config", "colors", "--set", "train.lr=0.0005", "--set", "task.image_size=32")
     assert result.returncode == 0
     assert "lr = 0.0005" in result.stdout and "image_size = 32" in result.stdout
 
 
-def test_bad_config_exits_2_with_a_readable_message_and_no_traceback(tmp_path):
+def test_bad_config_exits_2_with_a_readable_message_and_no_traceback(run_qvl, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text("[train]\nsteps = 10\nbatch_size = 'big'\n[backbone]\nfinetune = 'lore'\n")
     result = run_qvl("run", "colors", "train", "--config", str(config))
@@ -46,14 +44,14 @@ def test_bad_config_exits_2_with_a_readable_message_and_no_traceback(tmp_path):
     assert f"{config}, line 5: backbone.finetune: expected one of 'full', 'lora', 'qlora', 'frozen'" in result.stderr
 
 
-def test_unknown_task_and_stage(tmp_path):
+def test_unknown_task_and_stage(run_qvl, tmp_path):
     result = run_qvl("run", "nope", "train", cwd=tmp_path)
     assert result.returncode == 1 and "unknown task 'nope'" in result.stderr and "Traceback" not in result.stderr
     result = run_qvl("run", "colors", "fly", cwd=tmp_path)
     assert result.returncode == 2 and "has no stage 'fly'" in result.stderr
 
 
-def test_eval_without_a_run_says_what_to_do(tmp_path):
+def test_eval_without_a_run_says_what_to_do(run_qvl, tmp_path):
     result = run_qvl("run", "colors", "eval", cwd=tmp_path)
     assert result.returncode == 2
     assert "no run of task 'colors' under runs/; train one first" in result.stderr

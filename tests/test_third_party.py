@@ -6,8 +6,6 @@ import sys
 
 import pytest
 
-from conftest import run_qvl
-
 
 @pytest.fixture
 def host_with_site(plugin_site, monkeypatch):
@@ -16,11 +14,11 @@ def host_with_site(plugin_site, monkeypatch):
     from qvl.plugins import load_plugins
 
     yield load_plugins()
-    for name in ("qvl_brightness", "qvl_colors_extra", "qvl_typo"):
+    for name in ("qvl_brightness", "qvl_colors_extra", "qvl_typo", "qvl_badargs"):
         sys.modules.pop(name, None)
 
 
-def test_installed_plugins_are_listed_with_versions_hooks_tasks_and_errors(plugin_site):
+def test_installed_plugins_are_listed_with_versions_hooks_tasks_and_errors(run_qvl, plugin_site):
     described = json.loads(run_qvl("plugins", site=plugin_site).stdout)
     by_name = {p["name"]: p for p in described["plugins"]}
     assert by_name["brightness"]["distribution"] == "qvl-brightness"
@@ -32,17 +30,28 @@ def test_installed_plugins_are_listed_with_versions_hooks_tasks_and_errors(plugi
     errors = {e["name"]: e["error"] for e in described["errors"]}
     assert "No module named 'qvl_dependency_that_is_not_installed'" in errors["broken"]
     assert "unknown hook" in errors["typo"] and "build_datset" in errors["typo"]
-    assert "typo" not in by_name and "broken" not in by_name
+    assert "nonsense" in errors["badargs"]
+    assert not {"typo", "broken", "badargs"} & set(by_name)
 
 
-def test_a_broken_plugin_does_not_stop_the_others(plugin_site):
+def test_a_plugin_refused_halfway_leaves_no_hook_behind(host_with_site):
+    assert not any(impl.plugin_name == "badargs"
+                   for caller in host_with_site.pm.get_hookcallers(host_with_site.pm.get_plugin("qvl.colors")) or []
+                   for impl in caller.get_hookimpls())
+    task = host_with_site.task("colors")
+    config = __import__("qvl.config", fromlist=["load_config"]).load_config(task, overrides=["task.train_samples=2"])
+    samples = host_with_site.call("build_dataset", task=task, config=config, split="train")
+    assert [s["id"] for s in samples] == ["train-00000", "train-00001"]  # not qvl-badargs' answer
+
+
+def test_a_broken_plugin_does_not_stop_the_others(run_qvl, plugin_site):
     result = run_qvl("tasks", site=plugin_site)
     assert result.returncode == 0
     assert {t["name"] for t in json.loads(result.stdout)} == {"colors", "brightness"}
     assert "plugin 'broken' failed to load" in result.stderr
 
 
-def test_load_plugins_env_selects_by_entry_point_or_distribution_name(plugin_site):
+def test_load_plugins_env_selects_by_entry_point_or_distribution_name(run_qvl, plugin_site):
     only = run_qvl("plugins", site=plugin_site, env={"QVL_LOAD_PLUGINS": "qvl-brightness"})
     names = [p["name"] for p in json.loads(only.stdout)["plugins"]]
     assert names == ["qvl.backbone", "qvl.colors", "brightness"]
@@ -51,7 +60,8 @@ def test_load_plugins_env_selects_by_entry_point_or_distribution_name(plugin_sit
 
 
 @pytest.mark.slow
-def test_hook_build_head_of_a_third_party_task_trains_evaluates_predicts_through_the_cli(plugin_site, tmp_path):
+def test_hook_build_head_of_a_third_party_task_trains_evaluates_predicts_through_the_cli(
+        run_qvl, plugin_site, tmp_path):
     quick = ["--set", "train.steps=6", "--set", "train.log_every=2", "--set", "task.samples=16"]
     train = run_qvl("run", "brightness", "train", *quick, site=plugin_site, cwd=tmp_path)
     assert train.returncode == 0, train.stderr

@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,3 @@ os.environ.setdefault("QVL_CACHE", str(Path(__file__).resolve().parents[2] / ".v
 def colors_task(qvl_host):
     return qvl_host.task("colors")
 
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
-    import subprocess
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "qvl", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=600)

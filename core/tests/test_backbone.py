@@ -149,3 +149,40 @@ def test_shape_presets_have_the_published_sizes(preset, billions):
         model = AutoModelForImageTextToText.from_config(config)
     total = sum(p.numel() for p in model.parameters()) / 1e9
     assert total == pytest.approx(billions, rel=0.06)
+
+
+def test_a_local_checkpoint_directory_loads_through_the_same_code(tmp_path):
+    import shutil
+
+    local = tmp_path / "my-qwen3-vl"
+    shutil.copytree(embedded.resolve("embedded:qwen3-vl-tiny"), local)
+    backbone = load(BackboneConfig(name=str(local), finetune="frozen"))
+    assert backbone.source == str(local) and backbone.family == "qwen3_vl"
+    reference = load(BackboneConfig(finetune="frozen"))
+    for (name, mine), (_, theirs) in zip(backbone.model.named_parameters(), reference.model.named_parameters()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_dtype_and_gradient_checkpointing_options():
+    backbone = load(BackboneConfig(finetune="lora", dtype="bfloat16", gradient_checkpointing=True,
+                                   lora=LoraConfig(r=4)))
+    assert backbone.dtype == torch.bfloat16
+    assert backbone.base_model.is_gradient_checkpointing
+    backbone.model.train()
+    ids = torch.tensor([[151644, 9707, 1879, 151645]])
+    backbone.model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in backbone.model.parameters() if p.requires_grad)
+
+
+def test_a_lora_adapter_directory_is_loaded_instead_of_a_fresh_one(tmp_path):
+    first = load(BackboneConfig(finetune="lora", lora=LoraConfig(r=4)))
+    with torch.no_grad():
+        for name, parameter in first.model.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)
+    first.model.save_pretrained(tmp_path / "adapter")
+    again = load(BackboneConfig(finetune="lora", adapter=str(tmp_path / "adapter")))
+    values = [p for n, p in again.model.named_parameters() if "lora_B" in n]
+    assert values and all(torch.all(p == 0.5) for p in values) and all(p.requires_grad for p in values)
+    with pytest.raises(BackboneLoadError, match="no adapter_config.json"):
+        load(BackboneConfig(finetune="lora", adapter=str(tmp_path)))

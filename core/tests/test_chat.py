@@ -54,3 +54,16 @@ def test_lm_loss_is_the_mean_over_labelled_tokens(qvl_tiny_backbone):
         logits = qvl_tiny_backbone.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     shifted = torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=-100)
     assert loss.item() == pytest.approx(shifted.item(), rel=1e-4)
+
+
+def test_video_frames_are_processed_as_a_video(qvl_tiny_backbone):
+    frames = [Image.new("RGB", (64, 64), color) for color in ("red", "green", "blue", "white")]
+    messages = [{"role": "user", "content": [{"type": "video", "video": frames},
+                                             {"type": "text", "text": "What happens?"}]},
+                {"role": "assistant", "content": "colours change"}]
+    batch = chat.sft_batch(qvl_tiny_backbone.processor, [messages])
+    t, h, w = batch["video_grid_thw"][0].tolist()
+    assert t == 2  # 4 frames, 2 per temporal patch
+    assert (batch["input_ids"] == 151656).sum().item() == t * h * w // 4
+    with torch.no_grad():
+        assert torch.isfinite(chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"])

@@ -140,3 +140,11 @@ def test_qlora_run_trains_saves_the_adapter_and_evaluates_from_it(qvl_run_stage,
     assert not (checkpoint / "backbone" / "model.safetensors").exists()  # the 4-bit base is not copied
     result = qvl_run_stage("colors", "eval", *qvl_quick_run)
     assert result.metrics["samples"] == 4
+
+
+def test_training_into_a_run_that_has_checkpoints_needs_resume(qvl_run_stage, qvl_quick_run):
+    from qvl.config import ConfigError
+
+    qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")
+    with pytest.raises(ConfigError, match="already has checkpoints; continue it with --resume"):
+        qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")

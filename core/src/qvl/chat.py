@@ -14,14 +14,23 @@ Conversation = list[dict[str, Any]]
 
 
 def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tuple[Any, Any, dict]:
-    """Images and videos of the conversations, fetched and resized by ``qwen_vl_utils``."""
+    """Images, videos and video kwargs of the conversations, fetched and resized by ``qwen_vl_utils``.
+
+    Videos come back with their metadata (fps, frame indices), which the processor needs for
+    Qwen3-VL's timestamps and Qwen2.5-VL's temporal position ids.
+    """
     from qwen_vl_utils import process_vision_info
 
     patch_size = int(getattr(processor.image_processor, "patch_size", 14))
     images, videos, video_kwargs = process_vision_info(
-        list(conversations), return_video_kwargs=True, image_patch_size=patch_size
+        list(conversations), return_video_kwargs=True, return_video_metadata=True, image_patch_size=patch_size
     )
-    return images, videos, video_kwargs
+    kwargs: dict[str, Any] = {}
+    if videos is not None:
+        videos, metadata = zip(*videos)
+        videos = list(videos)
+        kwargs = {**video_kwargs, "video_metadata": list(metadata), "do_resize": False}
+    return images, videos, kwargs
 
 
 def _encode(processor: Any, texts: list[str], conversations: Sequence[Conversation], padding_side: str) -> Any:
@@ -32,7 +41,7 @@ def _encode(processor: Any, texts: list[str], conversations: Sequence[Conversati
     try:
         kwargs: dict[str, Any] = dict(text=texts, images=images, padding=True, return_tensors="pt")
         if videos is not None:
-            kwargs.update(videos=videos, **{k: v for k, v in video_kwargs.items() if k != "fps" or v})
+            kwargs.update(videos=videos, **video_kwargs)
         return processor(**kwargs)
     finally:
         tokenizer.padding_side = previous

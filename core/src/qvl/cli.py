@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -103,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from qvl.config import ConfigError
 
+    # bitsandbytes' CPU backend logs a warning at import asking for the `kernels` package, which
+    # would download kernels from a hub at run time; qvl runs without it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         return _command(args)
     except ConfigError as exc:

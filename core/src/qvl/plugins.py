@@ -168,10 +168,14 @@ def load_plugins() -> PluginHost:
             continue
         if pm.has_plugin(ep.name):
             continue
+        module = None
         try:
             module = ep.load()
             pm.register(module, name=ep.name)
         except Exception as exc:
+            # pluggy registers hook by hook: a signature error leaves half a plugin behind
+            if module is not None and pm.is_registered(module):
+                pm.unregister(module)
             errors.append(LoadError(ep.name, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             continue
         plugins.append(
@@ -183,16 +187,16 @@ def load_plugins() -> PluginHost:
             )
         )
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        # A misspelled hook name: report it against its plugin and drop that plugin only.
-        bad = exc.plugin
-        name = pm.get_name(bad) or str(bad)
-        pm.unregister(bad)
-        plugins[:] = [p for p in plugins if p.name != name]
-        errors.append(LoadError(name, f"unknown hook: {exc}"))
-        pm.check_pending()
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            # A misspelled hook name: report it against its plugin and drop that plugin only.
+            name = pm.get_name(exc.plugin) or str(exc.plugin)
+            pm.unregister(exc.plugin)
+            plugins[:] = [p for p in plugins if p.name != name]
+            errors.append(LoadError(name, f"unknown hook: {exc}"))
 
     if os.environ.get(TRACE_ENV, "") not in ("", "0"):
         _install_tracing(pm)

@@ -88,7 +88,7 @@ def _qwen3_processors(min_pixels: int, max_pixels: int) -> tuple[dict, dict]:
     )
     video = dict(
         patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-        size={"shortest_edge": 4096, "longest_edge": 25165824}, fps=2,
+        size={"shortest_edge": 4096, "longest_edge": 25165824}, fps=2, cap_pixels_per_frame=True,
     )
     return image, video
 
@@ -100,7 +100,7 @@ def _qwen25_processors(min_pixels: int, max_pixels: int) -> tuple[dict, dict]:
     )
     video = dict(
         patch_size=14, merge_size=2, temporal_patch_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-        size={"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28},
+        size={"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28}, cap_pixels_per_frame=True,
     )
     return image, video
 

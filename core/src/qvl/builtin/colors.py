@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from qvl.config import positive
 from qvl.markers import hookimpl
 from qvl.task import Task
 
@@ -42,20 +43,15 @@ def _known_colors(instance: Any, attribute: attrs.Attribute, value: list[str]) -
         )
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be > 0, got {value!r}")
-
-
 @attrs.define
 class ColorsConfig:
-    image_size: int = attrs.field(default=64, validator=_positive)
-    train_samples: int = attrs.field(default=512, validator=_positive)
-    val_samples: int = attrs.field(default=64, validator=_positive)
-    test_samples: int = attrs.field(default=64, validator=_positive)
+    image_size: int = attrs.field(default=64, validator=positive)
+    train_samples: int = attrs.field(default=512, validator=positive)
+    val_samples: int = attrs.field(default=64, validator=positive)
+    test_samples: int = attrs.field(default=64, validator=positive)
     colors: list[str] = attrs.field(factory=lambda: list(PALETTE), validator=_known_colors)
     question: str = "What colour is the square? Answer with one word."
-    max_new_tokens: int = attrs.field(default=4, validator=_positive)
+    max_new_tokens: int = attrs.field(default=4, validator=positive)
 
 
 TASK = Task(

@@ -39,6 +39,9 @@ def run_stage(
         else:
             config = load_config(task, config_files, overrides)
             existing = RunDir(Path(run_dir)) if run_dir is not None else RunDir.new(config)
+            if not resume and existing.checkpoints():
+                raise ConfigError([f"{existing.path} already has checkpoints; continue it with --resume, "
+                                   "or train into another --run-dir"])
         return train(host, task, config, existing, resume=resume)
 
     if stage in ("eval", "predict"):

@@ -77,6 +77,9 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
     # The scheduler is stepped by hand, once per optimizer step: accelerate's prepared scheduler
     # steps once per process, which would make two processes decay the rate twice as fast.
     if backbone.quantized:
+        # 4-bit weights are placed by from_pretrained(device_map=...) and must not be moved again
+        if head is not None:
+            head.to(accelerator.device)
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader, device_placement=[False, True, True])
     else:
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
