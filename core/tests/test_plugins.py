@@ -62,3 +62,28 @@ def test_trace_switch_prints_every_hook_call(monkeypatch, capsys):
 def test_hookimpl_is_exported_from_the_package_root():
     assert isinstance(qvl.hookimpl, pluggy.HookimplMarker)
     assert qvl.hookimpl.project_name == "qvl"
+
+
+def test_hook_prepare_backbone_adjusts_the_model_before_lora():
+    from qvl.config import load_config
+
+    host = load_plugins()
+    seen = []
+
+    class AddFrameToken:
+        @qvl.hookimpl
+        def prepare_backbone(self, task, model, processor):
+            seen.append((task.name, type(model).__name__))
+            processor.tokenizer.add_special_tokens({"additional_special_tokens": ["<FRAME>"]})
+            model.resize_token_embeddings(model.get_input_embeddings().num_embeddings + 64)
+
+    host.pm.register(AddFrameToken(), name="frame-token")
+    task = host.task("colors")
+    config = load_config(task, overrides=["backbone.finetune=lora", "backbone.lora.r=4",
+                                          'backbone.lora.modules_to_save=["embed_tokens"]'])
+    backbone = host.call("load_backbone", task=task, config=config)
+    assert seen == [("colors", "Qwen3VLForConditionalGeneration")]  # the bare model, before peft
+    assert backbone.tokenizer.convert_tokens_to_ids("<FRAME>") == 151669
+    assert backbone.base_model.get_input_embeddings().num_embeddings == 151936 + 64
+    trainable = [n for n, p in backbone.model.named_parameters() if p.requires_grad]
+    assert any("embed_tokens" in n and "modules_to_save" in n for n in trainable)

@@ -50,6 +50,7 @@ class LoraConfig:
         factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] = attrs.field(factory=list)
 
 
 @attrs.define

@@ -61,6 +61,23 @@ def load_backbone(task: Task, config: RunConfig) -> Backbone | None:
     """
 
 
+@hookspec
+def prepare_backbone(task: Task, config: RunConfig, model: Any, processor: Any) -> None:
+    """Adjust a freshly loaded backbone before qvl freezes it, quantizes it for training or adds LoRA.
+
+    Called by the core's default :func:`load_backbone` for every plugin that implements it: add
+    special tokens to ``processor.tokenizer`` and resize the embeddings, register forward hooks
+    that capture features from inside the model, and the like. Embedding rows a task adds under
+    LoRA train only when ``backbone.lora.modules_to_save`` names them.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param model: the transformers model as ``from_pretrained`` returned it.
+    :param processor: its processor.
+    :returns: nothing; every implementation is called, modifying ``model`` and ``processor`` in place.
+    """
+
+
 @hookspec(firstresult=True)
 def build_dataset(task: Task, config: RunConfig, split: str) -> Sequence[dict[str, Any]] | None:
     """Build the samples of one split.

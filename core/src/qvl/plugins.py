@@ -158,7 +158,9 @@ def load_plugins() -> PluginHost:
     errors: list[LoadError] = []
 
     for name, module_name in DEFAULT_PLUGINS.items():
-        pm.register(importlib.import_module(module_name), name=name)
+        module = importlib.import_module(module_name)
+        factory = getattr(module, "plugin", None)  # a module may hand over a plugin object instead
+        pm.register(factory(pm.hook) if callable(factory) else module, name=name)
         plugins.append(PluginInfo(name=name, module=module_name, distribution="qvl-core", builtin=True))
 
     wanted = _selected()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,12 @@ def lora_target_pattern(names: list[str]) -> str:
     return rf"^(?!.*\bvisual\b).*\.({alternatives})$"
 
 
-def load(config: BackboneConfig) -> Backbone:
-    """Load the configured backbone on this process's device and prepare its trainable parts."""
+def load(config: BackboneConfig, prepare: Callable[[Any, Any], None] | None = None) -> Backbone:
+    """Load the configured backbone on this process's device and prepare its trainable parts.
+
+    ``prepare(model, processor)`` runs right after loading, before freezing, k-bit preparation
+    and LoRA (the ``prepare_backbone`` hook).
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -98,6 +103,8 @@ def load(config: BackboneConfig) -> Backbone:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     except OSError as exc:
         raise BackboneLoadError(f"backbone.name = {config.name!r}: cannot load ({exc})") from exc
+    if prepare is not None:
+        prepare(model, processor)
     family = model.config.model_type
     if family not in SUPPORTED_FAMILIES:
         _warn_once(f"backbone {config.name!r} is a {family!r} model; qvl is tested on {SUPPORTED_FAMILIES}")
@@ -143,6 +150,7 @@ def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -
         lora_dropout=config.lora.dropout,
         bias=config.lora.bias,
         target_modules=lora_target_pattern(config.lora.target_modules),
+        modules_to_save=config.lora.modules_to_save or None,
     )
     try:
         return get_peft_model(model, lora)
