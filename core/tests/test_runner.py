@@ -24,6 +24,7 @@ def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
     metrics = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
     assert (qvl_run_dir / "loss.png").stat().st_size > 1000
+    assert list((qvl_run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert "[backbone]" in run.config_path.read_text()
     ids = [json.loads(line)["ids"] for line in (qvl_run_dir / "samples" / "rank-0.jsonl").read_text().splitlines()]
     assert len(ids) == 2 and all(len(batch) == 2 for batch in ids)
@@ -148,3 +149,8 @@ def test_training_into_a_run_that_has_checkpoints_needs_resume(qvl_run_stage, qv
     qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")
     with pytest.raises(ConfigError, match="already has checkpoints; continue it with --resume"):
         qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")
+
+
+def test_frozen_backbone_without_head_has_nothing_to_train(qvl_run_stage, qvl_quick_run):
+    with pytest.raises(ValueError, match="nothing to train: backbone.finetune = 'frozen' and task 'colors' builds no head"):
+        qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "backbone.finetune=frozen")

@@ -72,7 +72,11 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
         return result
 
     module = TaskModule(backbone.model, head, compute_loss)
-    optimizer = torch.optim.AdamW(parameter_groups(module, tc.weight_decay), lr=tc.lr)
+    groups = parameter_groups(module, tc.weight_decay)
+    if not any(group["params"] for group in groups):
+        raise ValueError(f"nothing to train: backbone.finetune = {config.backbone.finetune!r} and task "
+                         f"{task.name!r} builds no head")
+    optimizer = torch.optim.AdamW(groups, lr=tc.lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)
     # The scheduler is stepped by hand, once per optimizer step: accelerate's prepared scheduler
     # steps once per process, which would make two processes decay the rate twice as fast.
@@ -103,6 +107,8 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
     progress = tqdm(total=tc.steps, initial=state.step, desc=f"train {task.name}", unit="step",
                     disable=not accelerator.is_main_process, dynamic_ncols=True)
     module.train()
+    if config.backbone.finetune == "frozen":
+        backbone.model.eval()  # a frozen feature extractor keeps inference behaviour (dropout off)
     window: dict[str, list[float]] = {}
     last_loss: float | None = None
     last_saved = None

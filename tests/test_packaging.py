@@ -1,0 +1,32 @@
+"""The core as a user gets it from a wheel, not from this checkout."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_wheel_carries_templates_entry_points_and_runs(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), os.path.join(root, "core")], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("qvl_core-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site), "QVL_CACHE": str(tmp_path / "cache")}
+    code = ("import json, qvl, qvl.backbone.embedded as e\n"
+            "from qvl.backbone.loading import load\nfrom qvl.config import BackboneConfig\n"
+            "b = load(BackboneConfig(finetune='frozen'))\n"
+            "print(json.dumps({'file': qvl.__file__, 'template': len(e.chat_template('qwen3_vl').encode()),"
+            " 'ids': b.tokenizer('<|image_pad|>').input_ids}))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["file"].startswith(str(site))
+    assert found["template"] == 5292 and found["ids"] == [151655]
+    tasks = subprocess.run([sys.executable, "-m", "qvl", "tasks"], env=env, capture_output=True, text=True, check=True)
+    assert [t["name"] for t in json.loads(tasks.stdout)] == ["colors"]
