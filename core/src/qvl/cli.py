@@ -60,6 +60,8 @@ def _host():  # noqa: ANN202 - imported lazily to keep --help fast
     host = load_plugins()
     for error in host.errors:
         print(f"qvl: warning: plugin {error.name!r} failed to load: {error.error}", file=sys.stderr)
+        if os.environ.get(DEBUG_ENV) and error.detail:
+            print(error.detail, file=sys.stderr)
     return host
 
 
