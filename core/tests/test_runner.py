@@ -23,6 +23,8 @@ def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
     assert (checkpoint / "backbone" / "model.safetensors").is_file()  # full fine-tune: HF directory
     metrics = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and all(m["loss"] > 0 for m in metrics)
+    # the rate each step used: cosine without warmup over 2 steps from the task's 3e-3
+    assert [m["lr"] for m in metrics] == pytest.approx([3e-3, 1.5e-3], abs=1e-12)
     assert (qvl_run_dir / "loss.png").stat().st_size > 1000
     assert list((qvl_run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert "[backbone]" in run.config_path.read_text()
@@ -154,3 +156,15 @@ def test_training_into_a_run_that_has_checkpoints_needs_resume(qvl_run_stage, qv
 def test_frozen_backbone_without_head_has_nothing_to_train(qvl_run_stage, qvl_quick_run):
     with pytest.raises(ValueError, match="nothing to train: backbone.finetune = 'frozen' and task 'colors' builds no head"):
         qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "backbone.finetune=frozen")
+
+
+def test_weight_decay_spares_biases_and_norms():
+    from qvl.runner.modules import parameter_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    model[2].weight.requires_grad_(False)
+    decay, no_decay = parameter_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
+    assert [p.shape for p in no_decay["params"]] == [torch.Size([4]), torch.Size([4]), torch.Size([4]),
+                                                     torch.Size([2])]

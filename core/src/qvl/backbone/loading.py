@@ -151,6 +151,8 @@ def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -
         bias=config.lora.bias,
         target_modules=lora_target_pattern(config.lora.target_modules),
         modules_to_save=config.lora.modules_to_save or None,
+        # a trained copy of a tied embedding must stay tied to the output layer
+        ensure_weight_tying=bool(config.lora.modules_to_save),
     )
     try:
         return get_peft_model(model, lora)

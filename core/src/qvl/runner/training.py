@@ -136,6 +136,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
                     samples_log.write(json.dumps({"step": state.step, "ids": batch["ids"]}) + "\n")
                 if not accelerator.sync_gradients:
                     continue
+                step_lr = scheduler.get_last_lr()[0]  # the rate this optimizer step used
                 scheduler.step()
                 state.step += 1
                 progress.update(1)
@@ -143,7 +144,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
                     values = {k: accelerator.reduce(torch.stack(v).mean(), reduction="mean").item()
                               for k, v in window.items()}
                     window.clear()
-                    values["lr"] = scheduler.get_last_lr()[0]
+                    values["lr"] = step_lr
                     last_loss = values["loss"]
                     progress.set_postfix(loss=f"{last_loss:.4f}")
                     log.log(state.step, values)
