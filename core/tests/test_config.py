@@ -106,3 +106,8 @@ def test_parse_override_values_are_toml():
         parse_override("train.lr")
     with pytest.raises(ConfigError, match="not a dotted key path"):
         parse_override("train..lr=1")
+
+
+def test_a_bad_list_item_is_named_by_its_index(colors_task, tmp_path):
+    (problem,) = problems(colors_task, '[backbone.lora]\ntarget_modules = ["q_proj", 3]\n', tmp_path=tmp_path)
+    assert problem == f"{tmp_path / 'run.toml'}, line 2: backbone.lora.target_modules[1]: expected a string, got 3"

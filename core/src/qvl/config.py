@@ -15,7 +15,13 @@ from typing import Any, Literal
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -237,10 +243,10 @@ def _flatten(exc: BaseException, path: tuple[str, ...]) -> list[tuple[tuple[str,
         for sub in exc.exceptions:
             sub_path = path
             for note in getattr(sub, "__notes__", []):
-                if hasattr(note, "name") and not isinstance(note, _IndexNote):
-                    sub_path = path + (note.name,)
-                elif hasattr(note, "index"):
+                if isinstance(note, (_IndexNote, IterableValidationNote)):
                     sub_path = path + (f"[{note.index}]",)
+                elif isinstance(note, AttributeValidationNote):
+                    sub_path = path + (note.name,)
             found.extend(_flatten(sub, sub_path))
         return found
     message = str(exc)

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from qvl import hookspec
+from qvl import __version__, hookspec
 from qvl.task import Task
 
 ENTRY_POINT_GROUP = "qvl"
@@ -218,7 +218,7 @@ def describe(host: PluginHost) -> dict[str, Any]:
             {
                 "name": info.name,
                 "distribution": info.distribution,
-                "version": info.version or _core_version(),
+                "version": info.version or __version__,
                 "builtin": info.builtin,
                 "hooks": host.hook_names(info.name),
                 "tasks": sorted(by_plugin.get(info.name, [])),
@@ -227,10 +227,4 @@ def describe(host: PluginHost) -> dict[str, Any]:
         ],
         "errors": [{"name": e.name, "error": e.error} for e in host.errors],
     }
-
-
-def _core_version() -> str:
-    from qvl import __version__
-
-    return __version__
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.runner.rundir import CHECKPOINT_PATTERN
 
 TRAINER_STATE = "trainer_state.json"
 
@@ -123,8 +124,6 @@ def save(
 
 
 def _prune(checkpoints_dir: Path, keep: int) -> None:
-    from qvl.runner.rundir import CHECKPOINT_PATTERN
-
     complete = sorted(p for p in checkpoints_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -13,7 +13,7 @@ from qvl.config import RunConfig
 from qvl.plugins import PluginHost
 from qvl.runner.assembly import dataset, load_parts
 from qvl.runner.modules import CollateWithIds, mixed_precision
-from qvl.runner.rundir import RunDir, eprint, stage_dir
+from qvl.runner.rundir import RunDir, eprint
 from qvl.task import Task
 
 
@@ -94,7 +94,7 @@ def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) ->
                                               pc.batch_size, pc.max_samples)
     out_dir = run_dir.path / "predict" / time.strftime("%Y%m%d-%H%M%S")
     if accelerator.is_main_process:
-        out_dir = stage_dir(run_dir, "predict", out_dir.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
         _write_jsonl(out_dir / "predictions.jsonl", predictions)
         eprint(f"qvl: {len(predictions)} predictions written to {out_dir / 'predictions.jsonl'}")
     accelerator.wait_for_everyone()

@@ -84,11 +84,5 @@ class RunDir:
         return cls(max(candidates, key=lambda p: p.stat().st_mtime))
 
 
-def stage_dir(run_dir: RunDir, stage: str, label: str) -> Path:
-    path = run_dir.path / stage / label
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def eprint(*args: object) -> None:
     print(*args, file=sys.stderr)
