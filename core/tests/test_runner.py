@@ -48,6 +48,33 @@ def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
     assert [p["id"] for p in predicted.predictions] == ["a.png", "b.png", "c.jpg"]
     assert all("answer" in p for p in predicted.predictions)
     assert (predicted.out_dir / "predictions.jsonl").is_file()
+    assert predicted.metrics is None and not (predicted.out_dir / "summary.json").exists()  # optional hook
+
+
+def test_hook_report_predictions_gets_the_predict_outputs_and_save_vis(qvl_host, qvl_run_stage, qvl_quick_run):
+    import types
+
+    from qvl import hookimpl
+
+    seen = {}
+
+    @hookimpl
+    def report_predictions(task, config, predictions, dataset, out_dir):
+        if task.name != "colors":
+            return None
+        seen.update(ids=[p["id"] for p in predictions], samples=len(dataset), save_vis=config.predict.save_vis)
+        (out_dir / "picture.png").write_bytes(b"png")
+        return {"answers": sorted({p["answer"] for p in predictions})}
+
+    qvl_run_stage("colors", "train", *qvl_quick_run, "train.steps=1", "task.train_samples=4")
+    plugin = qvl_host.pm.register(types.SimpleNamespace(report_predictions=report_predictions), name="reporter")
+    try:
+        predicted = qvl_run_stage("colors", "predict", *qvl_quick_run, save_vis=True)
+    finally:
+        qvl_host.pm.unregister(name=plugin)
+    assert seen == {"ids": [p["id"] for p in predicted.predictions], "samples": 4, "save_vis": True}
+    assert json.loads((predicted.out_dir / "summary.json").read_text()) == predicted.metrics
+    assert predicted.metrics["answers"] and (predicted.out_dir / "picture.png").is_file()
 
 
 def test_hook_build_head_none_means_the_lm_head_only(qvl_host):

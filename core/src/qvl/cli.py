@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", help="run directory (default: new for train, latest run for eval/predict)")
     run.add_argument("--resume", action="store_true", help="train: continue from the last complete checkpoint")
     run.add_argument("--input", help="predict: an input file or folder (sets predict.input)")
+    run.add_argument("--save-vis", action="store_true",
+                     help="predict: also draw the predictions as PNGs (sets predict.save_vis)")
 
     config = commands.add_parser("config", help="print the effective config of a task as TOML")
     config.add_argument("task")
@@ -90,10 +92,12 @@ def _command(args: argparse.Namespace) -> int:
         from qvl.runner.stages import run_stage
 
         result = run_stage(_host(), args.task, args.stage, config_files=args.config, overrides=args.overrides,
-                           run_dir=args.run_dir, resume=args.resume, predict_input=args.input)
+                           run_dir=args.run_dir, resume=args.resume, predict_input=args.input,
+                           save_vis=args.save_vis)
         if isinstance(result, InferenceResult) and result.metrics is not None:
             print(format_metrics(result.metrics))
-            print(f"\nwritten: {result.out_dir / 'eval.json'}")
+            written = "eval.json" if args.stage == "eval" else "summary.json"
+            print(f"\nwritten: {result.out_dir / written}")
         return 0
     return 2
 

@@ -121,6 +121,7 @@ class PredictConfig:
     split: str = "test"
     batch_size: int = attrs.field(default=8, validator=positive)
     max_samples: int | None = attrs.field(default=None, validator=positive)
+    save_vis: bool = False
 
 
 @attrs.define

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from qvl.config import RunConfig
     from qvl.task import Task
 
-HOOK_API_VERSION = 1
+HOOK_API_VERSION = 2
 
 hookspec = pluggy.HookspecMarker("qvl")
 
@@ -188,4 +188,28 @@ def evaluate(
     :param out_dir: a directory to write plots or tables into.
     :returns: a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
         the runner writes it to ``eval.json`` and prints it. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def report_predictions(
+    task: Task,
+    config: RunConfig,
+    predictions: list[dict[str, Any]],
+    dataset: Sequence[dict[str, Any]],
+    out_dir: Path,
+) -> dict[str, Any] | None:
+    """Write what a person would rather look at than ``predictions.jsonl`` (added in API version 2).
+
+    Called once by ``predict``, on the main process, after ``predictions.jsonl`` is written; optional
+    (a task without it gets only the JSON lines). ``config.predict.save_vis`` (``--save-vis``) asks
+    for pictures such as predictions drawn on the input images.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param predictions: :func:`decode`'s outputs, aligned with ``dataset``.
+    :param dataset: the predicted samples, as :func:`build_dataset` returned them for ``"predict"``.
+    :param out_dir: the prediction directory to write files into.
+    :returns: a JSON-serialisable summary, saved as ``summary.json`` and printed, or ``None``.
+        Stops at the first non-None result.
     """

@@ -90,15 +90,22 @@ def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) -
 
 def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) -> InferenceResult:
     pc = config.predict
-    predictions, _, accelerator = _decode_all(host, task, config, run_dir, "predict", "predict",
+    predictions, data, accelerator = _decode_all(host, task, config, run_dir, "predict", "predict",
                                               pc.batch_size, pc.max_samples)
     out_dir = run_dir.path / "predict" / time.strftime("%Y%m%d-%H%M%S")
+    summary = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_jsonl(out_dir / "predictions.jsonl", predictions)
         eprint(f"qvl: {len(predictions)} predictions written to {out_dir / 'predictions.jsonl'}")
+        summary = host.call("report_predictions", required=False, task=task, config=config,
+                            predictions=predictions, dataset=data, out_dir=out_dir)
+        if summary is not None:
+            tmp = out_dir / "summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(out_dir / "summary.json")
     accelerator.wait_for_everyone()
-    return InferenceResult(out_dir=out_dir, predictions=predictions)
+    return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=summary)
 
 
 def format_metrics(metrics: dict[str, Any], indent: str = "") -> str:

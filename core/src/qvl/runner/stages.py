@@ -21,6 +21,7 @@ def run_stage(
     run_dir: str | Path | None = None,
     resume: bool = False,
     predict_input: str | None = None,
+    save_vis: bool = False,
 ) -> Any:
     """Run ``stage`` of ``task_name``; returns the stage's result object."""
     task = host.task(task_name)
@@ -29,6 +30,8 @@ def run_stage(
     overrides = list(overrides)
     if predict_input is not None:
         overrides.append(f"predict.input={_toml_string(predict_input)}")
+    if save_vis:
+        overrides.append("predict.save_vis=true")
 
     if stage == "train":
         from qvl.runner.training import train
