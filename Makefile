@@ -1,4 +1,4 @@
-# One-command set-up: `make demo` trains and evaluates the default task, `make test` runs every test.
+# One-command set-up: `make demo` trains and evaluates the main job (grasp), `make test` runs every test.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,18 +9,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): core/pyproject.toml Makefile
+PLUGINS := plugins/grasp plugins/reward
+
+$(STAMP): core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]"
+	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]" $(PLUGINS:%=-e ./%)
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/qvl run colors train
-	$(BIN)/qvl run colors eval
+	$(BIN)/qvl run grasp train
+	$(BIN)/qvl run grasp eval
 
 test: setup
 	$(BIN)/python -m pytest
@@ -28,6 +30,9 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_cli_startup.py
 	$(BIN)/python benchmarks/bench_train_step.py
+	$(BIN)/python benchmarks/bench_grasp_data.py
+	$(BIN)/python benchmarks/bench_grasp_decoding.py
+	$(BIN)/python benchmarks/bench_reward_data.py
 
 clean:
 	rm -rf $(VENV) runs

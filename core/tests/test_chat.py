@@ -67,3 +67,23 @@ def test_video_frames_are_processed_as_a_video(qvl_tiny_backbone):
     assert (batch["input_ids"] == 151656).sum().item() == t * h * w // 4
     with torch.no_grad():
         assert torch.isfinite(chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"])
+
+
+def test_lm_loss_on_labelled_positions_equals_the_models_own_loss(qvl_tiny_backbone):
+    import torch
+    from PIL import Image
+
+    from qvl import chat
+
+    conversations = [
+        [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (64, 64), color)},
+                                      {"type": "text", "text": question}]},
+         {"role": "assistant", "content": answer}]
+        for color, question, answer in [("red", "Colour?", "red"), ("blue", "What colour is this square?",
+                                                                      "a blue one, I think")]
+    ]
+    batch = chat.sft_batch(qvl_tiny_backbone.processor, conversations)
+    with torch.no_grad():
+        ours = chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"]
+        reference = qvl_tiny_backbone.model(**batch).loss
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)

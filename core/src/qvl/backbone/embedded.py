@@ -20,7 +20,8 @@ from typing import Any
 
 import attrs
 
-CACHE_ENV = "QVL_CACHE"
+from qvl.cache import cache_dir
+
 FORMAT_VERSION = 1
 
 # The pre-tokenizer regex of Qwen2/2.5/3: single digits (\p{N}), unlike tiktoken's cl100k {1,3}.
@@ -196,10 +197,6 @@ PRESETS: dict[str, ModelSpec] = {
 
 class UnknownBackboneError(LookupError):
     pass
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "qvl")
 
 
 def chat_template(family: str) -> str:

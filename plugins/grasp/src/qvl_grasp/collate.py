@@ -1,0 +1,128 @@
+"""Batches for training (augmented SFT) and for decoding (ensemble crops), and their decoding."""
+
+from __future__ import annotations
+
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from qvl_grasp.augment import augment_sample, noisy_bins
+from qvl_grasp.geometry import Grasp, ensemble_mean
+from qvl_grasp.prompting import conversation, crops_for, mask_field_labels, training_target
+from qvl_grasp.quantizer import FIELDS, Quantizer, bins_to_text, parse_answer
+from qvl_grasp.readers import GraspDataError
+
+if TYPE_CHECKING:
+    from qvl.backbone import Backbone
+
+CROPS_KEY = "grasp_crops"
+
+
+def _resized(image: Any, size: tuple[int, int]) -> Any:
+    from PIL import Image
+
+    return image if image.size == size else image.resize(size, Image.BILINEAR)
+
+
+class TrainCollator:
+    """Augment, pick the target rectangle, quantize, and build a prompt-masked SFT batch."""
+
+    def __init__(self, config: Any, processor: Any, seed: int) -> None:
+        import numpy as np
+
+        self.config = config
+        self.processor = processor
+        self.model_size = tuple(config.model_image_size)
+        self.rng = np.random.default_rng([seed, 0x6A5])
+
+    def answer_for(self, sample: dict[str, Any]) -> tuple[Any, tuple[int, ...], int | None]:
+        """The (augmented) image, target bins and the field to leave out of the loss, if any."""
+        config, augment, rng = self.config, self.config.augment, self.rng
+        image, grasps = sample["image"], sample["grasps"]
+        if not grasps:
+            raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
+        if augment.enabled:
+            image, grasps = augment_sample(image, grasps, rng, augment)
+        bins = Quantizer(*image.size).encode(training_target(grasps, config.target, rng))
+        masked = None
+        if augment.enabled:
+            bins = noisy_bins(bins, rng, augment.label_noise_prob)
+            if rng.random() < augment.masked_field_prob:
+                masked = int(rng.integers(len(FIELDS)))
+        return image, bins, masked
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from qvl import chat
+
+        conversations, masked_fields = [], []
+        for sample in samples:
+            image, bins, masked = self.answer_for(sample)
+            conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size))
+            masked_fields.append(masked)
+        batch = chat.sft_batch(self.processor, conversations)
+        mask_field_labels(batch["labels"], self.processor.tokenizer, masked_fields, chat.IGNORE_INDEX)
+        return batch
+
+
+class EnsembleCollator:
+    """``members`` crops of every image as generation prompts; where each crop lies rides along."""
+
+    def __init__(self, config: Any, processor: Any, members: int, seed: int) -> None:
+        self.config = config
+        self.processor = processor
+        self.members = members
+        self.seed = seed
+        self.model_size = tuple(config.model_image_size)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from qvl import chat
+
+        conversations, crops = [], []
+        for sample in samples:
+            image = sample["image"]
+            sample_crops = crops_for(*image.size, self.members, self.config.ensemble.crop,
+                                     seed=zlib.crc32(f"{self.seed}:{sample['id']}".encode()))
+            for crop in sample_crops:
+                piece = image.crop((crop.left, crop.top, crop.left + crop.width, crop.top + crop.height))
+                conversations.append(conversation(_resized(piece, self.model_size), None, self.model_size))
+            crops.append([attrs.astuple(crop) for crop in sample_crops])
+        batch = chat.prompt_batch(self.processor, conversations)
+        batch[CROPS_KEY] = crops
+        return batch
+
+
+def generate_answers(config: Any, backbone: Backbone, inputs: dict[str, Any]) -> list[str]:
+    """Greedy answers, constrained to the grasp grammar unless ``task.constrained`` is false."""
+    from qvl import chat
+    from qvl_grasp.constrained import logits_processor, model_vocab_size
+
+    kwargs: dict[str, Any] = {}
+    if config.constrained:
+        kwargs["logits_processor"] = [logits_processor(backbone.tokenizer, model_vocab_size(backbone.model))]
+    return chat.generate_text(backbone.model, backbone.processor, inputs, config.max_new_tokens, **kwargs)
+
+
+def decode_batch(config: Any, backbone: Backbone, batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """One prediction per image: the ensemble's valid members averaged, in full-image pixels."""
+    inputs = {key: value for key, value in batch.items() if key != CROPS_KEY}
+    answers = iter(generate_answers(config, backbone, inputs))
+    predictions = []
+    for sample_crops in batch[CROPS_KEY]:
+        members: list[Grasp] = []
+        texts = []
+        for left, top, width, height in sample_crops:
+            text = next(answers)
+            texts.append(text)
+            bins = parse_answer(text)
+            if bins is not None:
+                members.append(Quantizer(width, height).decode(bins).shifted(left, top))
+        grasp = ensemble_mean(members) if members else None
+        predictions.append({
+            "grasp": grasp.as_dict() if grasp else None,
+            "corners": [[round(x, 2), round(y, 2)] for x, y in grasp.corners()] if grasp else None,
+            "valid": grasp is not None,
+            "answers": texts,
+            "valid_members": len(members),
+        })
+    return predictions

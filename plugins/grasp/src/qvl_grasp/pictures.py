@@ -1,0 +1,75 @@
+"""PNG pictures: rectangles drawn on images, and the model-versus-baselines chart."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qvl_grasp.geometry import Grasp
+
+PREDICTION_COLORS = ((255, 40, 40), (255, 200, 0))  # opening edges, jaw plates
+TRUTH_COLORS = ((40, 200, 60), (40, 120, 255))
+
+
+def draw_grasp(draw: Any, grasp: Grasp, colors: tuple[tuple[int, int, int], ...], width: int) -> None:
+    """Jaw plates (the ``h`` edges) thick, opening edges thin, as grasp papers draw them."""
+    c = grasp.corners()
+    opening, plates = colors
+    draw.line([c[0], c[1]], fill=opening, width=max(1, width // 2))
+    draw.line([c[2], c[3]], fill=opening, width=max(1, width // 2))
+    draw.line([c[1], c[2]], fill=plates, width=width)
+    draw.line([c[3], c[0]], fill=plates, width=width)
+
+
+def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] = ()) -> Any:
+    from PIL import ImageDraw
+
+    canvas = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 160))
+    for truth in truths:
+        draw_grasp(draw, truth, TRUTH_COLORS, width)
+    if prediction is not None:
+        draw_grasp(draw, prediction, PREDICTION_COLORS, width + 1)
+    else:
+        draw.text((8, 8), "invalid output", fill=(255, 40, 40))
+    return canvas
+
+
+def comparison_chart(rows: dict[str, dict[str, Any]], out: Path) -> None:
+    """Success rate and mean IoU of the model and each baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for axis, key, title in ((axes[0], "success_rate", "success rate (IoU>0.25, angle<30°)"),
+                             (axes[1], "mean_iou", "mean IoU with the matched rectangle")):
+        values = [rows[n][key] or 0.0 for n in names]
+        bars = axis.bar(names, values, color=["#d62728"] + ["#7f7f7f"] * (len(names) - 1))
+        axis.bar_label(bars, fmt="%.2f")
+        axis.set_ylim(0, 1.05)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(axis="x", labelrotation=15)
+    figure.suptitle("grasp: model vs baselines")
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def contact_sheet(images: Sequence[Any], out: Path, columns: int = 4, thumb_width: int = 320) -> None:
+    """Several drawn images on one PNG."""
+    from PIL import Image
+
+    if not images:
+        return
+    thumbs = [im.resize((thumb_width, round(im.height * thumb_width / im.width))) for im in images]
+    height = max(t.height for t in thumbs)
+    rows = (len(thumbs) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * thumb_width, rows * height), (255, 255, 255))
+    for index, thumb in enumerate(thumbs):
+        sheet.paste(thumb, ((index % columns) * thumb_width, (index // columns) * height))
+    sheet.save(out)

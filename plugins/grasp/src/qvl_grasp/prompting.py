@@ -1,0 +1,95 @@
+"""Chat conversations and batches: image + instruction -> ``"cx cy theta w h"``.
+
+Training batches are prompt-masked SFT batches from ``qvl.chat``; a masked field's digits are
+also left out of the loss. Evaluation batches hold ``H`` crops of every image (the test-time
+ensemble), with where each crop came from, so ``decode`` can map answers back to the full image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from qvl_grasp.geometry import Grasp
+
+SYSTEM_PROMPT = "You are a robot grasp planner."
+INSTRUCTION = (
+    "Output the best parallel-jaw grasp as exactly 5 integers separated by spaces: cx cy theta w h. "
+    "cx and cy are the centre in thousandths of the image width and height, theta is the gripper "
+    "angle in degrees plus 90 (0 to 179), w is the opening and h the jaw size in thousandths of "
+    "the longer image side."
+)
+
+
+@attrs.frozen
+class Crop:
+    """Where an ensemble member's crop lies in the full image (pixels)."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def conversation(image: Any, answer: str | None, model_size: tuple[int, int]) -> list[dict[str, Any]]:
+    width, height = model_size
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": [
+            {"type": "image", "image": image, "resized_width": width, "resized_height": height},
+            {"type": "text", "text": INSTRUCTION},
+        ]},
+    ]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def training_target(grasps: list[Grasp], rule: str, rng: Any) -> Grasp:
+    """The one rectangle the model is taught for an image that has several.
+
+    ``central``: the one nearest the mean of all centres (well defined on any data set, and the
+    middle of the object on OCID-style annotations); ``first``: the file's first; ``random``: a
+    different one each time the image is seen.
+    """
+    if not grasps:
+        raise ValueError("an image without grasp rectangles cannot be a training target")
+    if rule == "first":
+        return grasps[0]
+    if rule == "random":
+        return grasps[int(rng.integers(len(grasps)))]
+    mx = sum(g.cx for g in grasps) / len(grasps)
+    my = sum(g.cy for g in grasps) / len(grasps)
+    return min(grasps, key=lambda g: (g.cx - mx) ** 2 + (g.cy - my) ** 2)
+
+
+def mask_field_labels(labels: Any, tokenizer: Any, rows_fields: list[int | None], ignore_index: int) -> Any:
+    """Drop one answer field's digit tokens from the loss, per row (``None``: keep all).
+
+    Qwen's tokenizer writes every digit and every space as its own token, so a field is the run of
+    digit tokens after its n-th space.
+    """
+    for row, field in enumerate(rows_fields):
+        if field is None:
+            continue
+        positions = (labels[row] != ignore_index).nonzero().flatten().tolist()
+        current = 0
+        for position in positions:
+            text = tokenizer.decode([int(labels[row, position])])
+            current += len(text) - len(text.lstrip(" "))
+            if any(ch.isdigit() for ch in text) and current == field:
+                labels[row, position] = ignore_index
+    return labels
+
+
+def crops_for(width: int, height: int, members: int, keep: float, seed: int) -> list[Crop]:
+    """The ensemble's crops of one image: the full image first, then ``keep``-sized random crops."""
+    import numpy as np
+
+    crops = [Crop(0, 0, width, height)]
+    rng = np.random.default_rng(seed)
+    cw, ch = max(1, round(width * keep)), max(1, round(height * keep))
+    for _ in range(members - 1):
+        crops.append(Crop(int(rng.integers(0, width - cw + 1)), int(rng.integers(0, height - ch + 1)), cw, ch))
+    return crops

@@ -1,0 +1,97 @@
+"""What eval and predict write: metrics against the baselines, grasps as JSON, pictures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from qvl_grasp.baselines import BASELINES, baseline_grasp
+from qvl_grasp.geometry import Grasp
+from qvl_grasp.pictures import comparison_chart, contact_sheet, draw_on_image
+from qvl_grasp.readers import GraspDataError, read_split
+from qvl_grasp.scoring import summarize
+
+COLUMNS = (("success_rate", "success"), ("mean_iou", "mean IoU"), ("mean_angle_error_deg", "angle err (deg)"),
+           ("mean_center_error_px", "centre err (px)"), ("invalid_rate", "invalid"))
+
+
+def predicted_grasp(prediction: dict[str, Any]) -> Grasp | None:
+    return Grasp(**prediction["grasp"]) if prediction.get("grasp") else None
+
+
+def typical_sizes(config: Any, fallback: list[list[Grasp]]) -> tuple[float, float, str]:
+    """Median opening and jaw size of the training rectangles (the baselines' sizes)."""
+    from qvl_grasp.plugin import data_root
+
+    try:
+        records = read_split(config.task.data_format, data_root(config, create=False), "train",
+                             config.task.split_files).records
+        grasps = [g for r in records for g in r.grasps]
+        source = "train split"
+    except GraspDataError:
+        grasps, source = [g for gs in fallback for g in gs], "evaluated split (no train split found)"
+    return statistics.median(g.w for g in grasps), statistics.median(g.h for g in grasps), source
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    lines += [f"| {name} | " + " | ".join(cell(row[key]) for key, _ in COLUMNS) + " |" for name, row in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+    import numpy as np
+
+    samples = list(dataset)
+    truths = []
+    for sample in samples:
+        if not sample["grasps"]:
+            raise GraspDataError(f"{sample['id']}: no ground-truth grasp rectangles to evaluate against")
+        truths.append(sample["grasps"])
+    model = summarize([predicted_grasp(p) for p in predictions], truths)
+    rows: dict[str, dict[str, Any]] = {"model": model}
+    baselines: dict[str, Any] = {}
+    if all(sample["mask"] is not None for sample in samples):
+        opening, jaw, source = typical_sizes(config, truths)
+        rng = np.random.default_rng(config.seed)
+        for name in BASELINES:
+            guesses = [baseline_grasp(name, sample["mask"], rng, opening, jaw) for sample in samples]
+            baselines[name] = rows[name] = summarize(guesses, truths)
+        baselines["sizes"] = {"opening_px": opening, "jaw_px": jaw, "from": source}
+    else:
+        baselines["skipped"] = "the data set has no object masks (Cornell); the baselines need them"
+    table = markdown_table(rows)
+    (out_dir / "comparison.md").write_text(table)
+    comparison_chart(rows, out_dir / "comparison.png")
+    shown = samples[: config.task.eval_pictures]
+    contact_sheet([draw_on_image(s["image"], predicted_grasp(p), s["grasps"]) for s, p in zip(shown, predictions)],
+                  out_dir / "examples.png")
+    print("\n" + table, file=sys.stderr)
+    return {"model": model, "baselines": baselines,
+            "ensemble": config.task.ensemble.eval, "constrained": config.task.constrained}
+
+
+def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+    """``grasps.json`` (pixels and degrees, with corners) and, with ``--save-vis``, one PNG per image."""
+    rows = [{"image": p["id"], "grasp": p["grasp"], "corners": p["corners"], "valid": p["valid"]}
+            for p in predictions]
+    tmp = out_dir / "grasps.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2))
+    tmp.replace(out_dir / "grasps.json")
+    pictures = 0
+    if config.predict.save_vis:
+        vis = out_dir / "vis"
+        vis.mkdir(exist_ok=True)
+        for sample, prediction in zip(dataset, predictions):
+            name = Path(str(sample["id"]).replace("/", "__")).stem + ".png"
+            draw_on_image(sample["image"], predicted_grasp(prediction), sample.get("grasps") or ()).save(vis / name)
+            pictures += 1
+    return {"images": len(rows), "valid": sum(r["valid"] for r in rows), "ensemble": config.task.ensemble.predict,
+            "grasps": str(out_dir / "grasps.json"), "pictures": pictures}

@@ -1,0 +1,120 @@
+import math
+
+import pytest
+from PIL import Image
+
+from qvl_grasp.readers import GraspDataError, read_corner_file, read_split
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def png(path, size=(64, 48), mode="RGB", color=(120, 80, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+RECT = "10 20\n50 20\n50 40\n10 40\n"
+TILTED = "100.5 200.25\n120.5 180.25\n130.5 190.25\n110.5 210.25\n"
+
+
+@pytest.fixture
+def ocid(tmp_path):
+    root = tmp_path / "OCID_grasp"
+    seq = root / "ARID20" / "table" / "top" / "seq08"
+    png(seq / "rgb" / "result_1.png")
+    png(seq / "seg_mask_labeled_combi" / "result_1.png", mode="L", color=0)
+    write(seq / "Annotations" / "result_1.txt", RECT + TILTED)
+    png(seq / "rgb" / "result_2.png")
+    write(seq / "Annotations" / "result_2.txt", RECT)
+    write(root / "data_split" / "training_0.txt", "ARID20/table/top/seq08,result_1.png\n")
+    write(root / "data_split" / "validation_0.txt", "ARID20/table/top/seq08,result_2.png\n\n")
+    return root
+
+
+SPLITS = {"train": "training_0.txt", "val": "validation_0.txt"}
+
+
+def test_ocid_reader_reads_images_rectangles_and_masks(ocid):
+    train = read_split("ocid", ocid, "train", SPLITS)
+    assert len(train) == 1
+    sample = train[0]
+    assert sample["id"] == "ARID20/table/top/seq08/result_1.png"
+    assert sample["image"].size == (64, 48) and sample["mask"].shape == (48, 64) and not sample["mask"].any()
+    first, second = sample["grasps"]
+    assert (first.cx, first.cy, first.theta, first.w, first.h) == pytest.approx((30, 30, 0, 40, 20))
+    assert second.theta == pytest.approx(45) and second.w == pytest.approx(math.hypot(20, 20))
+    assert (second.cx, second.cy) == pytest.approx((115.5, 195.25))
+    val = read_split("ocid", ocid, "val", SPLITS)
+    assert len(val) == 1 and val[0]["mask"] is None  # no mask file: None, not an error
+
+
+def test_cornell_reader_skips_nan_rectangles(tmp_path):
+    root = tmp_path / "cornell"
+    folder = root / "01"
+    for index in range(100, 140):  # enough files that every hash split gets some
+        png(folder / f"pcd{index:04d}r.png")
+        write(folder / f"pcd{index:04d}cpos.txt", RECT + "NaN NaN\n1 2\n3 4\n5 6\n" + TILTED)
+    splits = {split: read_split("cornell", root, split, {}) for split in ("train", "val", "test")}
+    assert sum(len(s) for s in splits.values()) == 40
+    assert all(len(s) > 0 for s in splits.values())
+    sample = splits["train"][0]
+    assert len(sample["grasps"]) == 2 and sample["mask"] is None
+    ids = [r.id for s in splits.values() for r in s.records]
+    assert len(set(ids)) == 40  # every image in exactly one split
+
+
+def test_jacquard_reader_negates_the_clockwise_angle(tmp_path):
+    root = tmp_path / "jacquard"
+    for index in range(30):
+        png(root / "obj" / f"{index}_abc_RGB.png")
+        png(root / "obj" / f"{index}_abc_mask.png", mode="L", color=255)
+        write(root / "obj" / f"{index}_abc_grasps.txt", "100;200;30;40;10\n120.5;210;-100;30;12\n")
+    records = [r for split in ("train", "val", "test") for r in read_split("jacquard", root, split, {}).records]
+    assert len(records) == 30
+    a, b = records[0].grasps
+    assert (a.cx, a.cy, a.theta, a.w, a.h) == pytest.approx((100, 200, -30, 40, 10))
+    assert b.theta == pytest.approx(-80)  # +100 clockwise -> -100 -> folded
+
+
+def test_missing_image_names_the_split_file_line_and_image(ocid):
+    (ocid / "ARID20/table/top/seq08/rgb/result_2.png").unlink()
+    with pytest.raises(GraspDataError, match=r"validation_0\.txt, line 1: image .*result_2\.png does not exist"):
+        read_split("ocid", ocid, "val", SPLITS)
+
+
+def test_odd_number_of_corner_lines_names_file_and_line(tmp_path):
+    path = write(tmp_path / "a.txt", RECT + "1 2\n3 4\n")
+    with pytest.raises(GraspDataError, match=r"a\.txt, line 5: incomplete rectangle; 6 corner lines"):
+        read_corner_file(path)
+
+
+def test_nan_corner_in_ocid_names_file_and_line(ocid):
+    write(ocid / "ARID20/table/top/seq08/Annotations/result_1.txt", RECT + "1 2\nnan 4\n5 6\n7 8\n")
+    with pytest.raises(GraspDataError, match=r"result_1\.txt, line 6: NaN corner in the rectangle of lines 5-8"):
+        read_split("ocid", ocid, "train", SPLITS)
+
+
+def test_malformed_corner_line_names_file_and_line(tmp_path):
+    path = write(tmp_path / "b.txt", "1 2\n3 4 5\n")
+    with pytest.raises(GraspDataError, match=r"b\.txt, line 2: expected one corner 'x y' .*'3 4 5'"):
+        read_corner_file(path)
+
+
+def test_unreadable_png_names_the_file(ocid):
+    (ocid / "ARID20/table/top/seq08/rgb/result_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    dataset = read_split("ocid", ocid, "train", SPLITS)
+    with pytest.raises(GraspDataError, match=r"result_1\.png: not a readable image"):
+        dataset[0]
+
+
+def test_bad_split_line_and_missing_split_file(ocid):
+    write(ocid / "data_split" / "training_0.txt", "ARID20/table/top/seq08 result_1.png\n")
+    with pytest.raises(GraspDataError, match=r"training_0\.txt, line 1: expected 'seq_path,image_name'"):
+        read_split("ocid", ocid, "train", SPLITS)
+    with pytest.raises(GraspDataError, match=r"nope\.txt: no such OCID-Grasp split file; available: training_0"):
+        read_split("ocid", ocid, "train", {"train": "nope.txt"})

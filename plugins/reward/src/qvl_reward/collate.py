@@ -1,0 +1,35 @@
+"""Batches: every camera image of a sample in one user message, then the task text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def conversation(images: list[Any], text: str, size: tuple[int, int]) -> list[dict[str, Any]]:
+    width, height = size
+    content: list[dict[str, Any]] = [
+        {"type": "image", "image": image, "resized_width": width, "resized_height": height} for image in images
+    ]
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+class RewardCollator:
+    def __init__(self, config: Any, processor: Any, with_labels: bool) -> None:
+        self.config = config
+        self.processor = processor
+        self.with_labels = with_labels
+        self.size = tuple(config.image_size)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        from qvl import chat
+        from qvl_reward.plugin import FRAMES_KEY, LABELS_KEY
+
+        conversations = [conversation(s["images"], s["text"], self.size) for s in samples]
+        batch = chat.conversation_batch(self.processor, conversations, padding_side=self.config.padding_side)
+        if self.with_labels:
+            batch[LABELS_KEY] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
+        batch[FRAMES_KEY] = [(s["episode"], s["frame"], s["timestamp"]) for s in samples]
+        return batch

@@ -1,0 +1,130 @@
+"""What eval and predict write: classification metrics, confusion matrix, reward curves."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def classification_metrics(truth: list[int], predicted: list[int], classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: truth).
+
+    Twenty lines here instead of a scikit-learn dependency for the whole plugin.
+    """
+    matrix = [[0] * classes for _ in range(classes)]
+    for t, p in zip(truth, predicted):
+        matrix[t][p] += 1
+    per_class = {}
+    f1s = []
+    for c in range(classes):
+        tp = matrix[c][c]
+        predicted_c = sum(matrix[r][c] for r in range(classes))
+        actual_c = sum(matrix[c])
+        precision = tp / predicted_c if predicted_c else 0.0
+        recall = tp / actual_c if actual_c else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[str(c)] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_c}
+        if actual_c or predicted_c:  # classes absent from both are left out of the macro average
+            f1s.append(f1)
+    return {
+        "samples": len(truth),
+        "accuracy": sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else 0.0,
+        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": matrix,
+    }
+
+
+def plot_confusion(matrix: list[list[int]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(matrix)
+    figure, axis = plt.subplots(figsize=(1.2 * n + 2, 1.1 * n + 1.5), dpi=120)
+    image = axis.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for r in range(n):
+        for c in range(n):
+            axis.text(c, r, str(matrix[r][c]), ha="center", va="center",
+                      color="white" if matrix[r][c] > peak / 2 else "black")
+    axis.set_xticks(range(n))
+    axis.set_yticks(range(n))
+    axis.set_xlabel("predicted reward bin")
+    axis.set_ylabel("true reward bin")
+    axis.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+    from qvl_reward.plugin import num_classes, split_frames
+
+    truth = list(dataset.labels) if hasattr(dataset, "labels") else [s["label"] for s in dataset]
+    predicted = [p["class"] for p in predictions]
+    classes = num_classes(config)
+    model = classification_metrics(truth, predicted, classes)
+    train_labels = split_frames(config, "train").labels
+    majority = Counter(train_labels).most_common(1)[0][0]
+    baseline = classification_metrics(truth, [majority] * len(truth), classes)
+    (out_dir / "confusion_matrix.json").write_text(json.dumps(
+        {"rows": "true class", "columns": "predicted class", "matrix": model["confusion_matrix"]}, indent=2))
+    plot_confusion(model["confusion_matrix"], out_dir / "confusion_matrix.png",
+                   f"reward: accuracy {model['accuracy']:.2f}, macro-F1 {model['macro_f1']:.2f} "
+                   f"(majority {baseline['accuracy']:.2f})")
+    return {"model": model, "baselines": {"majority_class": {
+        "class": majority, "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]}},
+        "classes": classes}
+
+
+def plot_curve(episode: int, task: str, rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [r["timestamp"] for r in rows]
+    expected = [sum(i * p for i, p in enumerate(r["probabilities"])) for r in rows]
+    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=120)
+    axis.plot(times, expected, color="#d62728", label="expected bin (sum of p x bin)")
+    axis.step(times, [r["class"] for r in rows], where="mid", color="#1f77b4", alpha=0.7, label="predicted bin")
+    if all(r.get("label") is not None for r in rows):
+        axis.step(times, [r["label"] for r in rows], where="mid", color="black", linestyle="--", label="true bin")
+    classes = len(rows[0]["probabilities"])
+    axis.set_ylim(-0.2, classes - 0.8)
+    axis.set_yticks(range(classes))
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("reward bin")
+    axis.set_title(f"episode {episode}: {task}", fontsize=9)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def write_reward_curves(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+    """``rewards.json`` (per episode: frame, time, class, probabilities) and a PNG curve per episode."""
+    refs = dataset.refs if hasattr(dataset, "refs") else None
+    episodes: dict[int, list[dict]] = defaultdict(list)
+    tasks: dict[int, str] = {}
+    for index, prediction in enumerate(predictions):
+        row = {"frame": prediction["frame"], "timestamp": round(prediction["timestamp"], 4),
+               "class": prediction["class"], "probabilities": prediction["probabilities"]}
+        if refs is not None:
+            row["label"] = refs[index].label
+            tasks[prediction["episode"]] = refs[index].task
+        episodes[prediction["episode"]].append(row)
+    document = {"every_k_frames": config.task.predict_every,
+                "episodes": [{"episode": e, "task": tasks.get(e, ""), "frames": rows}
+                             for e, rows in sorted(episodes.items())]}
+    tmp = out_dir / "rewards.json.tmp"
+    tmp.write_text(json.dumps(document, indent=2))
+    tmp.replace(out_dir / "rewards.json")
+    for episode, rows in episodes.items():
+        plot_curve(episode, tasks.get(episode, ""), rows, out_dir / f"reward_curve_episode_{episode:06d}.png")
+    return {"episodes": len(episodes), "frames": len(predictions), "rewards": str(out_dir / "rewards.json")}
