@@ -94,6 +94,15 @@ def test_full_finetune_can_freeze_the_vision_tower():
     assert any(p.requires_grad for n, p in backbone.model.named_parameters() if "language_model" in n)
 
 
+def test_full_finetune_can_freeze_the_token_embeddings():
+    backbone = load(BackboneConfig(finetune="full", freeze_embeddings=True))
+    embedding = backbone.model.get_input_embeddings().weight
+    assert not embedding.requires_grad
+    trainable, total = backbone.trainable_parameters()
+    assert trainable == total - embedding.numel()
+    assert any(p.requires_grad for n, p in backbone.model.named_parameters() if "visual" in n)
+
+
 def test_frozen_backbone_has_no_trainable_parameters():
     backbone = load(BackboneConfig(finetune="frozen"))
     assert backbone.trainable_parameters()[0] == 0

@@ -85,6 +85,7 @@ class BackboneConfig:
     lora: LoraConfig = attrs.field(factory=LoraConfig)
     quantization: QuantizationConfig = attrs.field(factory=QuantizationConfig)
     freeze_vision: bool = False
+    freeze_embeddings: bool = False  # full fine-tune: keep the token embedding (and a tied LM head) fixed
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     attn_implementation: str | None = None

@@ -55,3 +55,41 @@ def test_masked_field_drops_exactly_that_fields_digits_from_the_loss(qvl_tiny_ba
 def test_augment_config_rejects_probabilities_outside_0_1():
     with pytest.raises(ValueError):
         AugmentConfig(label_noise_prob=1.5)
+
+
+def test_answer_vocabulary_loss_is_cross_entropy_over_the_twelve_answer_tokens(qvl_tiny_backbone):
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from qvl import chat
+    from qvl_grasp.answer_loss import answer_token_ids, answer_vocabulary_loss
+    from qvl_grasp.prompting import conversation
+
+    tokenizer = qvl_tiny_backbone.tokenizer
+    ids = answer_token_ids(tokenizer)
+    assert tokenizer.decode(ids) == "0123456789 <|im_end|>"
+    image = Image.new("RGB", (64, 64), "red")
+    batch = chat.sft_batch(qvl_tiny_backbone.processor, [conversation(image, a, (64, 64), "sys", "grasp?")
+                                                         for a in ("512 304 27 118 246", "1 2 3 4 5")])
+    with torch.no_grad():
+        ours = answer_vocabulary_loss(qvl_tiny_backbone.model, tokenizer, batch)["loss"]
+        logits = qvl_tiny_backbone.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    targets = batch["labels"][:, 1:]
+    keep = targets != chat.IGNORE_INDEX
+    restricted = logits[:, :-1][keep][:, ids]
+    expected = F.cross_entropy(restricted, torch.tensor([ids.index(t) for t in targets[keep].tolist()]))
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_working_copy_keeps_the_quantized_labels():
+    from qvl_grasp.collate import _working_copy
+    from qvl_grasp.quantizer import Quantizer
+
+    rng = np.random.default_rng(5)
+    image, _, grasps = render_scene(rng, 640, 480)
+    small, scaled = _working_copy(image, grasps, (128, 96))
+    assert small.size == (256, 192)
+    for original, copy in zip(grasps, scaled):
+        a, b = Quantizer(640, 480).encode(original), Quantizer(*small.size).encode(copy)
+        assert all(abs(x - y) <= 1 for x, y in zip(a, b))  # equal up to rounding

@@ -126,6 +126,9 @@ def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -
         model.requires_grad_(True)
         if config.freeze_vision:
             _visual(model).requires_grad_(False)
+        if config.freeze_embeddings:
+            # 151,936 rows: on a small model their optimizer update is most of a step's time
+            model.get_input_embeddings().requires_grad_(False)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model

@@ -25,6 +25,23 @@ def _resized(image: Any, size: tuple[int, int]) -> Any:
     return image if image.size == size else image.resize(size, Image.BILINEAR)
 
 
+def _working_copy(image: Any, grasps: list[Grasp], model_size: tuple[int, int]) -> tuple[Any, list[Grasp]]:
+    """The image scaled uniformly to twice the model's input size, grasps with it.
+
+    Augmenting at this size costs a fraction of augmenting a 640x480 original, and quantized
+    labels do not change: they are fractions of the image size.
+    """
+    from PIL import Image
+
+    factor = min(1.0, 2 * max(model_size[0] / image.size[0], model_size[1] / image.size[1]))
+    if factor >= 1.0:
+        return image, grasps
+    size = (max(1, round(image.size[0] * factor)), max(1, round(image.size[1] * factor)))
+    sx, sy = size[0] / image.size[0], size[1] / image.size[1]
+    scaled = [Grasp(cx=g.cx * sx, cy=g.cy * sy, theta=g.theta, w=g.w * factor, h=g.h * factor) for g in grasps]
+    return image.resize(size, Image.BILINEAR), scaled
+
+
 class TrainCollator:
     """Augment, pick the target rectangle, quantize, and build a prompt-masked SFT batch."""
 
@@ -42,6 +59,7 @@ class TrainCollator:
         image, grasps = sample["image"], sample["grasps"]
         if not grasps:
             raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
+        image, grasps = _working_copy(image, grasps, self.model_size)
         if augment.enabled:
             image, grasps = augment_sample(image, grasps, rng, augment)
         bins = Quantizer(*image.size).encode(training_target(grasps, config.target, rng))
@@ -58,7 +76,8 @@ class TrainCollator:
         conversations, masked_fields = [], []
         for sample in samples:
             image, bins, masked = self.answer_for(sample)
-            conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size))
+            conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size,
+                                              self.config.system_prompt, self.config.instruction))
             masked_fields.append(masked)
         batch = chat.sft_batch(self.processor, conversations)
         mask_field_labels(batch["labels"], self.processor.tokenizer, masked_fields, chat.IGNORE_INDEX)
@@ -85,7 +104,8 @@ class EnsembleCollator:
                                      seed=zlib.crc32(f"{self.seed}:{sample['id']}".encode()))
             for crop in sample_crops:
                 piece = image.crop((crop.left, crop.top, crop.left + crop.width, crop.top + crop.height))
-                conversations.append(conversation(_resized(piece, self.model_size), None, self.model_size))
+                conversations.append(conversation(_resized(piece, self.model_size), None, self.model_size,
+                                                  self.config.system_prompt, self.config.instruction))
             crops.append([attrs.astuple(crop) for crop in sample_crops])
         batch = chat.prompt_batch(self.processor, conversations)
         batch[CROPS_KEY] = crops

@@ -13,15 +13,6 @@ import attrs
 
 from qvl_grasp.geometry import Grasp
 
-SYSTEM_PROMPT = "You are a robot grasp planner."
-INSTRUCTION = (
-    "Output the best parallel-jaw grasp as exactly 5 integers separated by spaces: cx cy theta w h. "
-    "cx and cy are the centre in thousandths of the image width and height, theta is the gripper "
-    "angle in degrees plus 90 (0 to 179), w is the opening and h the jaw size in thousandths of "
-    "the longer image side."
-)
-
-
 @attrs.frozen
 class Crop:
     """Where an ensemble member's crop lies in the full image (pixels)."""
@@ -32,15 +23,15 @@ class Crop:
     height: int
 
 
-def conversation(image: Any, answer: str | None, model_size: tuple[int, int]) -> list[dict[str, Any]]:
+def conversation(image: Any, answer: str | None, model_size: tuple[int, int], system: str = "",
+                 instruction: str = "") -> list[dict[str, Any]]:
+    """System turn (if any), then the image and the instruction, then the answer (for training)."""
     width, height = model_size
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": [
-            {"type": "image", "image": image, "resized_width": width, "resized_height": height},
-            {"type": "text", "text": INSTRUCTION},
-        ]},
-    ]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": [
+        {"type": "image", "image": image, "resized_width": width, "resized_height": height},
+        {"type": "text", "text": instruction},
+    ]})
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages

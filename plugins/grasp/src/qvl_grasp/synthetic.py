@@ -1,7 +1,8 @@
 """The embedded default data: a synthetic data set written in the OCID-Grasp layout.
 
 Each scene is one object (a bar, an ellipse or a capsule; random size, colour and orientation,
-with a soft shadow) on a textured table (wood grain or tiles). Its grasps run across the object's
+with a soft shadow) on a textured table (wood grain or tiles), near the middle of the view
+(``position_jitter``). Its grasps run across the object's
 long axis at five places along it, the central one first; the opening is 1.3 times the local
 thickness and the jaws 0.45 times it. Everything is written exactly as OCID-Grasp stores it
 (``rgb/``, ``Annotations/``, ``seg_mask_labeled_combi/``, ``data_split/``), so the real reader
@@ -35,23 +36,28 @@ class SceneSpec:
     val: int = 100
     test: int = 100
     seed: int = 0
+    position_jitter: float = 0.12  # object centre: image centre +- this fraction of the image size
+    orientations: int = 0  # object axes every 180/n degrees (+-2); 0: any angle
 
     def key(self) -> str:
-        return f"ocid-synthetic-v1-{self.width}x{self.height}-{self.train}-{self.val}-{self.test}-s{self.seed}"
+        return (f"ocid-synthetic-v4-{self.width}x{self.height}-{self.train}-{self.val}-{self.test}"
+                f"-j{self.position_jitter:g}-o{self.orientations}-s{self.seed}")
 
 
 def _table(rng: Any, width: int, height: int) -> Any:
     import numpy as np
     from PIL import Image
 
-    base = rng.uniform(60, 200, size=3)
+    # tables are neutral (greys, beiges, browns); objects are saturated, as in OCID's scenes
+    grey = rng.uniform(70, 190)
+    base = np.clip(grey + rng.uniform(-1, 1) * np.array([18.0, 6.0, -14.0]), 0, 255)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     if rng.random() < 0.5:  # wood grain: stripes along a random direction, wobbling
         a = rng.uniform(0, math.pi)
         u = xs * math.cos(a) + ys * math.sin(a)
         v = -xs * math.sin(a) + ys * math.cos(a)
         grain = np.sin(u / rng.uniform(6, 14) + 2.0 * np.sin(v / rng.uniform(40, 90)))
-        shade = 1.0 + 0.12 * grain
+        shade = 1.0 + 0.08 * grain
     else:  # tiles
         tile = rng.uniform(60, 140)
         grout = ((xs % tile) < 3) | ((ys % tile) < 3)
@@ -90,7 +96,8 @@ def _local_thickness(shape: str, thickness: float, length: float, t: float) -> f
     return thickness
 
 
-def render_scene(rng: Any, width: int, height: int) -> tuple[Any, Any, list[Grasp]]:
+def render_scene(rng: Any, width: int, height: int, position_jitter: float = 0.12,
+                 orientations: int = 0) -> tuple[Any, Any, list[Grasp]]:
     """One scene: RGB image, label mask (0 table, 1 object) and the object's grasps."""
     import colorsys
 
@@ -99,12 +106,16 @@ def render_scene(rng: Any, width: int, height: int) -> tuple[Any, Any, list[Gras
 
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     scale = min(width, height) / 480
-    length = rng.uniform(200, 340) * scale
-    thickness = rng.uniform(60, 110) * scale
-    axis = rng.uniform(-90, 90)
-    margin = length / 2 + 8
-    cx = rng.uniform(margin, width - margin)
-    cy = rng.uniform(min(margin, height / 2), max(height - margin, height / 2))
+    length = rng.uniform(260, 380) * scale
+    thickness = rng.uniform(80, 130) * scale
+    if orientations:
+        axis = -90 + 180 / orientations * int(rng.integers(orientations)) + rng.uniform(-2, 2)
+    else:
+        axis = rng.uniform(-90, 90)
+    # the object lies near the middle of the view, as under a workspace camera; orientation, shape,
+    # size and colour vary freely
+    cx = width / 2 + rng.uniform(-position_jitter, position_jitter) * width
+    cy = height / 2 + rng.uniform(-position_jitter, position_jitter) * height
     outline = _outline(shape, length, thickness, cx, cy, axis)
 
     image = Image.fromarray(_table(rng, width, height))
@@ -112,7 +123,7 @@ def render_scene(rng: Any, width: int, height: int) -> tuple[Any, Any, list[Gras
     ImageDraw.Draw(shadow).polygon([(x + 6 * scale, y + 8 * scale) for x, y in outline], fill=110)
     shadow = shadow.filter(ImageFilter.GaussianBlur(6 * scale))
     image = Image.composite(Image.new("RGB", (width, height), (0, 0, 0)), image, shadow)
-    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0))
     color = tuple(int(255 * c) for c in (r, g, b))
     draw = ImageDraw.Draw(image)
     draw.polygon(outline, fill=color)
@@ -156,7 +167,7 @@ def write_dataset(root: Path, spec: SceneSpec, *, progress: bool = True) -> Path
             name = f"scene_{index:05d}.png"
             for folder in (RGB_DIR, ANNOTATION_DIR, MASK_DIR):
                 (tmp / seq / folder).mkdir(parents=True, exist_ok=True)
-            image, mask, grasps = render_scene(rng, spec.width, spec.height)
+            image, mask, grasps = render_scene(rng, spec.width, spec.height, spec.position_jitter, spec.orientations)
             _write_png(image, tmp / seq / RGB_DIR / name)
             _write_png(Image.fromarray(mask.astype(np.uint8)), tmp / seq / MASK_DIR / name)
             corners = "".join(f"{x:.2f} {y:.2f}\n" for g in grasps for x, y in g.corners())
