@@ -60,13 +60,13 @@ def test_untrained_model_sampling_hot_never_leaves_the_grammar(qvl_tiny_backbone
     image = Image.new("RGB", (64, 64), (90, 120, 30))
     batch = chat.prompt_batch(qvl_tiny_backbone.processor, [conversation(image, None, (64, 64))] * 64)
     answers = []
-    for _ in range(4):
+    for _ in range(2):
         processor = logits_processor(qvl_tiny_backbone.tokenizer, model_vocab_size(qvl_tiny_backbone.model))
         answers += chat.generate_text(qvl_tiny_backbone.model, qvl_tiny_backbone.processor, batch, 32,
                                       logits_processor=[processor], do_sample=True, temperature=2.0, top_k=0)
-    assert len(answers) == 256
+    assert len(answers) == 128
     assert [a for a in answers if parse_answer(a) is None] == []
-    assert len(set(answers)) > 200  # sampled, not one answer repeated
+    assert len(set(answers)) > 100  # sampled, not one answer repeated
     assert all(re.fullmatch(r"[0-9 ]+", a) for a in answers)
 
 
