@@ -104,7 +104,7 @@ TASK = qvl.Task(
         # the head reads hidden states only: the 151,936-row token embedding needs no update, and
         # freezing it makes a CPU step several times faster
         "backbone": {"finetune": "full", "freeze_embeddings": True},
-        "train": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "log_every": 50,
+        "train": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "log_every": 50,
                   "weight_decay": 0.01, "save_every": 1000},
         "eval": {"batch_size": 16},
         "predict": {"batch_size": 16, "split": "val"},
