@@ -101,13 +101,10 @@ def make_data(config: RunConfig) -> Path:
     from qvl_grasp.synthetic import write_dataset
 
     spec = synthetic_spec(config)
-    root = Path(config.task.data_dir).expanduser() if config.task.data_dir else \
-        qvl.cache_dir() / "datasets" / spec.key()
-    write_dataset(root, spec)
+    root = write_dataset(data_root(config, create=False), spec)
     print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images in OCID-Grasp layout: {root}")
-    if not config.task.data_dir:
-        return root
-    print(f"  use it with: --set task.data_dir={str(root)!r}")
+    if config.task.data_dir:
+        print(f"  train on it with: --set task.data_dir={str(root)!r}")
     return root
 
 

@@ -87,9 +87,7 @@ def make_data(config: RunConfig) -> Path:
     from qvl_reward.synthetic import write_synthetic
 
     spec = synthetic_spec(config)
-    root = Path(config.task.data_dir).expanduser() if config.task.data_dir else \
-        qvl.cache_dir() / "datasets" / spec.key()
-    write_synthetic(root, spec)
+    root = write_synthetic(data_root(config, create=False), spec)
     print(f"qvl-reward: {spec.train_episodes} train + {spec.val_episodes} val episodes of {spec.frames} frames, "
           f"3 cameras, LeRobot v3.0: {root}")
     return root
