@@ -47,7 +47,8 @@ def test_a_plugin_refused_halfway_leaves_no_hook_behind(host_with_site):
 def test_a_broken_plugin_does_not_stop_the_others(run_qvl, plugin_site):
     result = run_qvl("tasks", site=plugin_site)
     assert result.returncode == 0
-    assert {t["name"] for t in json.loads(result.stdout)} == {"colors", "brightness"}
+    names = {t["name"] for t in json.loads(result.stdout)}
+    assert {"colors", "brightness"} <= names and "broken" not in names
     assert "plugin 'broken' failed to load" in result.stderr
 
 
