@@ -118,3 +118,13 @@ def test_bad_split_line_and_missing_split_file(ocid):
         read_split("ocid", ocid, "train", SPLITS)
     with pytest.raises(GraspDataError, match=r"nope\.txt: no such OCID-Grasp split file; available: training_0"):
         read_split("ocid", ocid, "train", {"train": "nope.txt"})
+
+
+def test_unknown_format_in_the_config_is_a_config_error_naming_the_key(qvl_host):
+    from qvl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(qvl_host.task("grasp"), [], ["task.data_format='coco'", "task.target='best'"])
+    text = "\n".join(caught.value.problems)
+    assert "task.data_format: expected one of 'ocid', 'cornell', 'jacquard', got 'coco'" in text
+    assert "task.target: expected one of 'central', 'first', 'random', got 'best'" in text

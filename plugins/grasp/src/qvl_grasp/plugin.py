@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -18,13 +18,6 @@ if TYPE_CHECKING:
 
 TASK_NAME = "grasp"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-
-def _one_of(*choices: str) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-        if value not in choices:
-            raise ValueError(f"'{attribute.name}' must be one of {', '.join(choices)}; got {value!r}")
-    return check
 
 
 def _model_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
@@ -57,16 +50,16 @@ class EnsembleConfig:
 
 @attrs.define
 class GraspConfig:
-    data_format: str = attrs.field(default="ocid", validator=_one_of("ocid", "cornell", "jacquard"))
+    data_format: Literal["ocid", "cornell", "jacquard"] = "ocid"
     data_dir: str = ""  # empty: the embedded synthetic OCID-format data, rendered on first use
     split_files: dict[str, str] = attrs.field(
         factory=lambda: {"train": "training_0.txt", "val": "validation_0.txt", "test": "test_0.txt"})
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     model_image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=_model_size)
-    target: str = attrs.field(default="central", validator=_one_of("central", "first", "random"))
+    target: Literal["central", "first", "random"] = "central"
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     constrained: bool = True
-    loss_vocabulary: str = attrs.field(default="answer", validator=_one_of("answer", "full"))
+    loss_vocabulary: Literal["answer", "full"] = "answer"
     ensemble: EnsembleConfig = attrs.field(factory=EnsembleConfig)
     max_new_tokens: int = attrs.field(default=32, validator=positive)
     system_prompt: str = "You are a robot grasp planner."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -53,7 +53,7 @@ class RewardConfig:
     frame_stride: int = attrs.field(default=1, validator=positive)
     splits: dict[str, str] = attrs.field(factory=dict)
     val_fraction: float = attrs.field(default=0.2, validator=fraction)
-    padding_side: str = attrs.field(default="right", validator=attrs.validators.in_(["left", "right"]))
+    padding_side: Literal["left", "right"] = "right"
     class_weights: list[float] = attrs.field(factory=list)
     balance_classes: bool = False
     predict_every: int = attrs.field(default=5, validator=positive)
