@@ -46,7 +46,7 @@ def test_bad_config_exits_2_with_a_readable_message_and_no_traceback(run_qvl, tm
 
 def test_unknown_task_and_stage(run_qvl, tmp_path):
     result = run_qvl("run", "nope", "train", cwd=tmp_path)
-    assert result.returncode == 1 and "unknown task 'nope'" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "unknown task 'nope'" in result.stderr and "Traceback" not in result.stderr
     result = run_qvl("run", "colors", "fly", cwd=tmp_path)
     assert result.returncode == 2 and "has no stage 'fly'" in result.stderr
 

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from qvl import UserError
 from qvl.runner.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -127,17 +128,17 @@ def test_eval_without_checkpoint_is_a_clear_error(qvl_run_stage, qvl_run_dir, co
     from qvl.config import load_config
 
     RunDir(qvl_run_dir).write_config(load_config(colors_task))
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint; run 'qvl run colors train' first"):
+    with pytest.raises(UserError, match="no complete checkpoint; run 'qvl run colors train' first"):
         qvl_run_stage("colors", "eval")
 
 
 def test_predict_input_that_does_not_exist(qvl_run_stage, qvl_quick_run, tmp_path):
     qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "train.steps=1")
-    with pytest.raises(FileNotFoundError, match="predict.input = .*nothing-here.*no such file"):
+    with pytest.raises(UserError, match="predict.input = .*nothing-here.*no such file"):
         qvl_run_stage("colors", "predict", predict_input=str(tmp_path / "nothing-here"))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="broken.png: not a readable image"):
+    with pytest.raises(UserError, match="broken.png: not a readable image"):
         qvl_run_stage("colors", "predict", predict_input=str(broken))
 
 
@@ -181,7 +182,7 @@ def test_training_into_a_run_that_has_checkpoints_needs_resume(qvl_run_stage, qv
 
 
 def test_frozen_backbone_without_head_has_nothing_to_train(qvl_run_stage, qvl_quick_run):
-    with pytest.raises(ValueError, match="nothing to train: backbone.finetune = 'frozen' and task 'colors' builds no head"):
+    with pytest.raises(UserError, match="nothing to train: backbone.finetune = 'frozen' and task 'colors' builds no head"):
         qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=4", "backbone.finetune=frozen")
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from qvl import __version__
@@ -113,29 +114,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     # bitsandbytes' CPU backend logs a warning at import asking for the `kernels` package, which
     # would download kernels from a hub at run time; qvl runs without it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    from qvl.errors import USER_ERROR_EXIT, UserError
+
     try:
         return _command(args)
     except ConfigError as exc:
         print("qvl: configuration error:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("qvl: interrupted; complete checkpoints are kept", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get(DEBUG_ENV) or not _is_user_error(exc):
+        return USER_ERROR_EXIT
+    except UserError as exc:
+        if os.environ.get(DEBUG_ENV):
             raise
         print(f"qvl: error: {exc}", file=sys.stderr)
         print(f"qvl: (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return USER_ERROR_EXIT
+    except KeyboardInterrupt:
+        print("qvl: interrupted; complete checkpoints are kept", file=sys.stderr)
+        return 130
+    except Exception:
+        # Not a mistake in the user's input: a bug in qvl, a plugin or a library. Show where.
+        traceback.print_exc()
+        print("qvl: internal error (the traceback above is a bug in qvl, a plugin or a library, not in "
+              "your input; please report it)", file=sys.stderr)
         return 1
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Errors about the user's input (files, data, settings) get one clear line, not a traceback."""
-    from qvl.backbone.embedded import UnknownBackboneError
-    from qvl.backbone.loading import BackboneLoadError
-    from qvl.plugins import MissingHookError, UnknownTaskError
-
-    return isinstance(exc, (FileNotFoundError, ValueError, UnknownTaskError, MissingHookError,
-                            BackboneLoadError, UnknownBackboneError, FloatingPointError))

@@ -28,6 +28,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from qvl.errors import UserError
+
 if typing.TYPE_CHECKING:
     from qvl.task import Task
 
@@ -140,7 +142,7 @@ class RunConfig:
     predict: PredictConfig = attrs.field(factory=PredictConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Bad configuration; ``str()`` is meant for a person, one problem a line."""
 
     def __init__(self, problems: list[str]):

@@ -14,6 +14,7 @@ import attrs
 import pluggy
 
 from qvl import __version__, hookspec
+from qvl.errors import UserError
 from qvl.task import Task
 
 ENTRY_POINT_GROUP = "qvl"
@@ -80,11 +81,11 @@ class PluginHost:
         return result
 
 
-class UnknownTaskError(LookupError):
+class UnknownTaskError(UserError, LookupError):
     pass
 
 
-class MissingHookError(RuntimeError):
+class MissingHookError(UserError, RuntimeError):
     pass
 
 

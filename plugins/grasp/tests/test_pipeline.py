@@ -66,6 +66,6 @@ def test_bad_annotation_is_one_clear_error_from_the_cli(tmp_path):
     result = subprocess.run([sys.executable, "-m", "qvl", "run", "grasp", "train", "--run-dir",
                              str(tmp_path / "run"), "--set", f"task.data_dir={str(root)!r}"],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert f"{seq / 'Annotations' / 'im.txt'}, line 1: incomplete rectangle; 3 corner lines" in result.stderr
     assert "Traceback" not in result.stderr

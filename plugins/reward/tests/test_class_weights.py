@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+import qvl
+
 from qvl_reward.lerobot_writer import Recording, write_dataset
 
 
@@ -21,5 +23,5 @@ def test_balanced_class_weights_are_inverse_frequencies_and_explicit_ones_are_ch
     assert class_weights(balanced, 3) == pytest.approx([12 / 24, 12 / 6, 12 / 6])
     assert class_weights(load_config(task, [], base), 3) is None
     explicit = load_config(task, [], [*base, "task.class_weights=[1.0, 2.0]"])
-    with pytest.raises(ValueError, match="task.class_weights has 2 values for 3 classes"):
+    with pytest.raises(qvl.UserError, match="task.class_weights has 2 values for 3 classes"):
         class_weights(explicit, 3)

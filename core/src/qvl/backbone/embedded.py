@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from qvl.cache import cache_dir
+from qvl.cache import CACHE_ENV, cache_dir
+from qvl.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: built folders carry qvl's marker
 
 # The pre-tokenizer regex of Qwen2/2.5/3: single digits (\p{N}), unlike tiktoken's cl100k {1,3}.
 QWEN_PATTERN = (
@@ -195,7 +193,7 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-class UnknownBackboneError(LookupError):
+class UnknownBackboneError(UserError, LookupError):
     pass
 
 
@@ -205,22 +203,11 @@ def chat_template(family: str) -> str:
 
 
 def _atomic_build(target: Path, build: Any) -> Path:
-    """Build into a temporary sibling, then rename: concurrent processes never see half a dir."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.exists():  # lost a race only if someone else finished
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """Build into a temporary sibling once, then rename: concurrent processes never see half a dir."""
+    from qvl.build import build_directory
+
+    return build_directory(target, build, kind="backbone", fingerprint=target.name,
+                           hint=f"remove it or set {CACHE_ENV} to another cache folder")
 
 
 def tokenizer_dir() -> Path:

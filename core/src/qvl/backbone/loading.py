@@ -12,11 +12,12 @@ from typing import Any
 from qvl.backbone import Backbone
 from qvl.backbone.embedded import resolve
 from qvl.config import BackboneConfig
+from qvl.errors import UserError
 
 SUPPORTED_FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen2_5_vl", "qwen2_vl")
 
 
-class BackboneLoadError(RuntimeError):
+class BackboneLoadError(UserError, RuntimeError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from qvl.config import positive
+from qvl.errors import UserError
 from qvl.markers import hookimpl
 from qvl.task import Task
 
@@ -91,7 +92,7 @@ def synthetic_split(config: ColorsConfig, split: str, seed: int) -> list[dict[st
 
     counts = {"train": config.train_samples, "val": config.val_samples, "test": config.test_samples}
     if split not in counts:
-        raise ValueError(f"task colors has splits train, val, test; got {split!r}")
+        raise UserError(f"task colors has splits train, val, test; got {split!r}")
     offset = {"train": 0, "val": 1, "test": 2}[split]
     rng = np.random.default_rng([seed, offset])
     samples = []
@@ -107,17 +108,17 @@ def image_folder(path: Path) -> list[dict[str, Any]]:
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
-        raise FileNotFoundError(f"predict.input = {str(path)!r}: no such file or folder")
+        raise UserError(f"predict.input = {str(path)!r}: no such file or folder")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files:
-        raise FileNotFoundError(f"predict.input = {str(path)!r}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"predict.input = {str(path)!r}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     samples = []
     for file in files:
         try:
             with Image.open(file) as image:
                 samples.append({"id": file.name, "image": image.convert("RGB")})
         except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{file}: not a readable image ({exc})") from None
+            raise UserError(f"{file}: not a readable image ({exc})") from None
     return samples
 
 

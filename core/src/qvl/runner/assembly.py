@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner.checkpoint import load_head, restore_config
 from qvl.task import Task
@@ -32,7 +33,7 @@ def load_parts(host: PluginHost, task: Task, config: RunConfig, checkpoint: Path
 def dataset(host: PluginHost, task: Task, config: RunConfig, split: str, limit: int | None = None) -> Sequence[Any]:
     data = host.call("build_dataset", task=task, config=config, split=split)
     if len(data) == 0:
-        raise ValueError(f"task {task.name!r}: split {split!r} has no samples")
+        raise UserError(f"task {task.name!r}: split {split!r} has no samples")
     if limit is not None and limit < len(data):
         data = [data[i] for i in range(limit)]
     return data

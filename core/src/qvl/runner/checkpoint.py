@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.errors import UserError
 from qvl.runner.rundir import CHECKPOINT_PATTERN
 
 TRAINER_STATE = "trainer_state.json"
@@ -136,10 +137,10 @@ def load_head(checkpoint: Path, head: Any) -> None:
     if head is None:
         return
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the task builds a head but the checkpoint has none")
+        raise UserError(f"{path}: the task builds a head but the checkpoint has none")
     missing, unexpected = head.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: head weights do not match the head the task builds "
+        raise UserError(f"{path}: head weights do not match the head the task builds "
                          f"(missing {missing}, unexpected {unexpected}); was the [task] config changed?")
 
 

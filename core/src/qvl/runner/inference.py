@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner.assembly import dataset, load_parts
 from qvl.runner.modules import CollateWithIds, mixed_precision
@@ -32,7 +33,7 @@ def _decode_all(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir
 
     checkpoint = run_dir.last_checkpoint()
     if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
+        raise UserError(f"{run_dir.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
     accelerator = Accelerator(mixed_precision=mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
     parts = load_parts(host, task, config, checkpoint)

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner import checkpoint as ckpt
 from qvl.runner.assembly import dataset, load_parts
@@ -56,7 +57,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
     train_data = dataset(host, task, config, "train")
     global_batch = tc.batch_size * accelerator.num_processes
     if len(train_data) < global_batch:
-        raise ValueError(f"task {task.name!r}: the train split has {len(train_data)} samples, fewer than one "
+        raise UserError(f"task {task.name!r}: the train split has {len(train_data)} samples, fewer than one "
                          f"batch of {global_batch} (train.batch_size x processes)")
     collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage="train")
     loader = torch.utils.data.DataLoader(
@@ -74,7 +75,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, resu
     module = TaskModule(backbone.model, head, compute_loss)
     groups = parameter_groups(module, tc.weight_decay)
     if not any(group["params"] for group in groups):
-        raise ValueError(f"nothing to train: backbone.finetune = {config.backbone.finetune!r} and task "
+        raise UserError(f"nothing to train: backbone.finetune = {config.backbone.finetune!r} and task "
                          f"{task.name!r} builds no head")
     optimizer = torch.optim.AdamW(groups, lr=tc.lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, tc.warmup_steps, tc.steps)

@@ -79,22 +79,32 @@ def data_root(config: RunConfig, *, create: bool) -> Path:
     """The data set's folder; the embedded one is rendered here the first time it is needed."""
     if config.task.data_dir:
         return Path(config.task.data_dir).expanduser()
-    spec = synthetic_spec(config)
-    root = qvl.cache_dir() / "datasets" / spec.key()
-    if create and not (root / "data_split").is_dir():
-        from qvl_grasp.synthetic import write_dataset
-
-        print(f"qvl-grasp: rendering the embedded synthetic OCID-Grasp data set into {root}", file=sys.stderr)
-        write_dataset(root, spec)
+    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
+    if create:
+        render_synthetic(root, config)
     return root
+
+
+def render_synthetic(root: Path, config: RunConfig) -> Path:
+    """Render the synthetic data set into ``root`` once (reused while its settings are unchanged).
+
+    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
+    """
+    from qvl.build import build_directory, read_marker
+    from qvl_grasp.synthetic import write_dataset
+
+    spec = synthetic_spec(config)
+    fingerprint = {"format": "ocid-synthetic", **attrs.asdict(spec)}
+    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
+        print(f"qvl-grasp: rendering the synthetic OCID-Grasp data set into {root}", file=sys.stderr)
+    return build_directory(root, lambda out: write_dataset(out, spec), kind="dataset", fingerprint=fingerprint,
+                           hint="choose another task.data_dir", info={"plugin": "qvl-grasp"})
 
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: render the synthetic data set (into ``task.data_dir`` when set)."""
-    from qvl_grasp.synthetic import write_dataset
-
     spec = synthetic_spec(config)
-    root = write_dataset(data_root(config, create=False), spec)
+    root = render_synthetic(data_root(config, create=False), config)
     print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images in OCID-Grasp layout: {root}")
     if config.task.data_dir:
         print(f"  train on it with: --set task.data_dir={str(root)!r}")

@@ -23,12 +23,14 @@ from typing import Any
 
 import attrs
 
+from qvl import UserError
+
 from qvl_grasp.geometry import Grasp
 
 RGB_DIR, ANNOTATION_DIR, MASK_DIR = "rgb", "Annotations", "seg_mask_labeled_combi"
 
 
-class GraspDataError(ValueError):
+class GraspDataError(UserError, ValueError):
     """Bad grasp data; the message names the file (and line) and what was expected."""
 
 

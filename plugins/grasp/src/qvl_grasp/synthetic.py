@@ -12,8 +12,6 @@ reads it, and the same seed gives the same files.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ class SceneSpec:
     orientations: int = 0  # object axes every 180/n degrees (+-2); 0: any angle
 
     def key(self) -> str:
-        return (f"ocid-synthetic-v4-{self.width}x{self.height}-{self.train}-{self.val}-{self.test}"
+        return (f"ocid-synthetic-v5-{self.width}x{self.height}-{self.train}-{self.val}-{self.test}"
                 f"-j{self.position_jitter:g}-o{self.orientations}-s{self.seed}")
 
 
@@ -147,16 +145,18 @@ def _write_png(image: Any, path: Path) -> None:
     image.save(path, format="PNG", compress_level=1)
 
 
-def write_dataset(root: Path, spec: SceneSpec, *, progress: bool = True) -> Path:
-    """Render ``spec`` into ``root`` in the OCID-Grasp layout; written to a temporary folder first."""
+def write_dataset(out: Path, spec: SceneSpec, *, progress: bool = True) -> Path:
+    """Render ``spec`` into the empty folder ``out`` in the OCID-Grasp layout.
+
+    Callers go through :func:`qvl.build.build_directory`, which hands over a temporary folder and
+    renames it into place, so a user's folder is never written over.
+    """
     import numpy as np
     from PIL import Image
     from tqdm.auto import tqdm
 
-    root = Path(root)
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data_split").mkdir(parents=True)
+    out = Path(out)
+    (out / "data_split").mkdir(parents=True, exist_ok=True)
     total = spec.train + spec.val + spec.test
     bar = tqdm(total=total, desc="grasp make-data", unit="image", disable=not progress, dynamic_ncols=True)
     for split_index, split in enumerate(("train", "val", "test")):
@@ -166,18 +166,14 @@ def write_dataset(root: Path, spec: SceneSpec, *, progress: bool = True) -> Path
             seq = f"synthetic/table/top/{split}_seq{index // IMAGES_PER_SEQUENCE:02d}"
             name = f"scene_{index:05d}.png"
             for folder in (RGB_DIR, ANNOTATION_DIR, MASK_DIR):
-                (tmp / seq / folder).mkdir(parents=True, exist_ok=True)
+                (out / seq / folder).mkdir(parents=True, exist_ok=True)
             image, mask, grasps = render_scene(rng, spec.width, spec.height, spec.position_jitter, spec.orientations)
-            _write_png(image, tmp / seq / RGB_DIR / name)
-            _write_png(Image.fromarray(mask.astype(np.uint8)), tmp / seq / MASK_DIR / name)
+            _write_png(image, out / seq / RGB_DIR / name)
+            _write_png(Image.fromarray(mask.astype(np.uint8)), out / seq / MASK_DIR / name)
             corners = "".join(f"{x:.2f} {y:.2f}\n" for g in grasps for x, y in g.corners())
-            (tmp / seq / ANNOTATION_DIR / (Path(name).stem + ".txt")).write_text(corners)
+            (out / seq / ANNOTATION_DIR / (Path(name).stem + ".txt")).write_text(corners)
             lines.append(f"{seq},{name}\n")
             bar.update()
-        (tmp / "data_split" / SPLIT_FILES[split]).write_text("".join(lines))
+        (out / "data_split" / SPLIT_FILES[split]).write_text("".join(lines))
     bar.close()
-    if root.exists():
-        shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(root)
-    return root
+    return out

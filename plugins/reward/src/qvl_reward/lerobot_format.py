@@ -25,8 +25,10 @@ from typing import Any
 
 import attrs
 
+from qvl import UserError
 
-class LeRobotFormatError(ValueError):
+
+class LeRobotFormatError(UserError, ValueError):
     """Bad or unsupported LeRobot data; the message names the episode, file and key."""
 
 

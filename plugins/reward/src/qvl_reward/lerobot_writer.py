@@ -6,8 +6,6 @@ Videos are H.264 with a keyframe every 2 frames (LeRobot's ``g=2``, for cheap ra
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,16 +85,17 @@ def _frame_table(recording: Recording, episode: int, first_index: int, task_inde
 
 def write_dataset(root: Path, recordings: Sequence[Recording], fps: float, *, version: str = "v3.0",
                   splits: dict[str, str] | None = None, episodes_per_file: int = 1000) -> Path:
-    """Write ``recordings`` as a LeRobot dataset at ``root`` (built in a temporary folder, then renamed)."""
+    """Write ``recordings`` as a LeRobot dataset into the empty folder ``root``.
+
+    Callers go through :func:`qvl.build.build_directory` (temporary folder, marker, rename).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if version not in ("v3.0", "v2.1"):
         raise ValueError(f"version must be 'v3.0' or 'v2.1', got {version!r}")
-    root = Path(root)
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "meta").mkdir(parents=True)
+    tmp = Path(root)
+    (tmp / "meta").mkdir(parents=True, exist_ok=True)
     tasks = list(dict.fromkeys(r.task for r in recordings))
     task_index = {t: i for i, t in enumerate(tasks)}
     total_frames = sum(r.length for r in recordings)
@@ -160,8 +159,4 @@ def write_dataset(root: Path, recordings: Sequence[Recording], fps: float, *, ve
         pq.write_table(pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
                                  "task": pa.array(tasks, pa.string())}), tmp / "meta" / "tasks.parquet")
     (tmp / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-    if root.exists():
-        shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(root)
-    return root
+    return tmp

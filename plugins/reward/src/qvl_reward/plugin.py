@@ -72,22 +72,32 @@ def synthetic_spec(config: RunConfig) -> Any:
 def data_root(config: RunConfig, *, create: bool) -> Path:
     if config.task.data_dir:
         return Path(config.task.data_dir).expanduser()
-    spec = synthetic_spec(config)
-    root = qvl.cache_dir() / "datasets" / spec.key()
-    if create and not (root / "meta" / "info.json").is_file():
-        from qvl_reward.synthetic import write_synthetic
-
-        print(f"qvl-reward: writing the embedded synthetic LeRobot v3.0 dataset into {root}", file=sys.stderr)
-        write_synthetic(root, spec)
+    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
+    if create:
+        write_synthetic_once(root, config)
     return root
+
+
+def write_synthetic_once(root: Path, config: RunConfig) -> Path:
+    """Write the synthetic data set into ``root`` once (reused while its settings are unchanged).
+
+    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
+    """
+    from qvl.build import build_directory, read_marker
+    from qvl_reward.synthetic import write_synthetic
+
+    spec = synthetic_spec(config)
+    fingerprint = {"format": "lerobot-synthetic-reward", **attrs.asdict(spec)}
+    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
+        print(f"qvl-reward: writing the synthetic LeRobot v3.0 data set into {root}", file=sys.stderr)
+    return build_directory(root, lambda out: write_synthetic(out, spec), kind="dataset", fingerprint=fingerprint,
+                           hint="choose another task.data_dir", info={"plugin": "qvl-reward"})
 
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
-    from qvl_reward.synthetic import write_synthetic
-
     spec = synthetic_spec(config)
-    root = write_synthetic(data_root(config, create=False), spec)
+    root = write_synthetic_once(data_root(config, create=False), config)
     print(f"qvl-reward: {spec.train_episodes} train + {spec.val_episodes} val episodes of {spec.frames} frames, "
           f"3 cameras, LeRobot v3.0: {root}")
     return root
@@ -143,7 +153,7 @@ def num_classes(config: RunConfig) -> int:
         return int(feature["shape"][0])
     frames = split_frames(config, "train", stride=10**9)
     if frames.label_width is None:
-        raise ValueError(f"task.label_column {config.task.label_column!r} holds scalars, which all map to class 0; "
+        raise qvl.UserError(f"task.label_column {config.task.label_column!r} holds scalars, which all map to class 0; "
                          "set task.num_classes (and use a vector label column for real classes)")
     return frames.label_width
 
@@ -198,7 +208,7 @@ def class_weights(config: RunConfig, classes: int) -> list[float] | None:
 def _class_weights(config: RunConfig, classes: int) -> list[float] | None:
     if config.task.class_weights:
         if len(config.task.class_weights) != classes:
-            raise ValueError(f"task.class_weights has {len(config.task.class_weights)} values for {classes} classes")
+            raise qvl.UserError(f"task.class_weights has {len(config.task.class_weights)} values for {classes} classes")
         return list(config.task.class_weights)
     if not config.task.balance_classes:
         return None

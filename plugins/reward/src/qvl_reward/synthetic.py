@@ -37,7 +37,7 @@ class EpisodeSpec:
     seed: int = 0
 
     def key(self) -> str:
-        return (f"lerobot-reward-synthetic-v1-{self.train_episodes}-{self.val_episodes}-{self.frames}"
+        return (f"lerobot-reward-synthetic-v2-{self.train_episodes}-{self.val_episodes}-{self.frames}"
                 f"-{self.width}x{self.height}-s{self.seed}")
 
 
