@@ -38,7 +38,8 @@ def plugin_site(tmp_path_factory) -> Path:
         '[tool.setuptools]\npy-modules = ["qvl_brightness"]\n'
     )
     site = work / "site"
-    sources = [example, *(FIXTURES / name for name in ("qvl-colors-extra", "qvl-broken", "qvl-typo", "qvl-badargs"))]
+    sources = [example, *(FIXTURES / name for name in ("qvl-colors-extra", "qvl-broken", "qvl-typo", "qvl-badargs",
+                                                       "qvl-vectors"))]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(site), *map(str, sources)],

@@ -16,7 +16,8 @@ COMMON = ["train.steps=3", "train.log_every=1", "train.warmup_steps=0", "train.l
           "task.train_samples=24", "backbone.finetune=lora", "backbone.lora.r=4", "backbone.lora.dropout=0.0"]
 
 
-def launch(run_dir: Path, processes: int, stage: str, *settings: str) -> None:
+def launch(run_dir: Path | None, processes: int, stage: str, *settings: str, task: str = "colors",
+           site: Path | None = None, expect: int = 0) -> subprocess.CompletedProcess:
     sets = [arg for item in settings for arg in ("--set", item)]
     # accelerate's launcher spawns several processes on a machine without GPUs only in --multi_gpu
     # mode; qvl's Accelerator then joins them over gloo.
@@ -24,10 +25,14 @@ def launch(run_dir: Path, processes: int, stage: str, *settings: str) -> None:
     launcher = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(processes),
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(29400 + os.getpid() % 500)]
-    command = [*launcher, "-m", "qvl", "run", "colors", stage, "--run-dir", str(run_dir), *sets]
+    where = ["--run-dir", str(run_dir)] if run_dir is not None else []
+    command = [*launcher, "-m", "qvl", "run", task, stage, *where, *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert (result.returncode == 0) == (expect == 0), result.stderr[-4000:]
+    return result
 
 
 def test_two_processes_with_batch_b_match_one_process_with_batch_2b(tmp_path):
@@ -70,3 +75,33 @@ def test_evaluation_over_two_processes_keeps_every_sample_once_in_order(tmp_path
     rows = [json.loads(line) for line in (run / "eval" / "val" / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"val-{i:05d}" for i in range(5)]
     assert json.loads((run / "eval" / "val" / "eval.json").read_text())["samples"] == 5
+
+
+def test_processes_share_one_run_directory_named_by_the_main_process(tmp_path, plugin_site):
+    launch(None, 2, "train", f"output_dir={str(tmp_path / 'runs')!r}", task="vectors", site=plugin_site)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["rank-0.jsonl", "rank-1.jsonl"]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000004"]
+
+
+def test_a_nan_on_one_process_stops_every_process_and_keeps_the_last_checkpoint(tmp_path, plugin_site):
+    run = tmp_path / "run"
+    result = launch(run, 2, "train", "task.nan_on_rank=1", "task.nan_at_step=2", "train.save_every=1",
+                    task="vectors", site=plugin_site, expect=2)
+    assert result.stderr.count("the loss is not finite on 1 of 2 processes at step 2") == 2  # both ranks
+    assert [p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")] == [
+        "step-00000001", "step-00000002"]
+
+
+def test_loss_terms_that_differ_between_processes_are_an_error_not_a_hang(tmp_path, plugin_site):
+    result = launch(tmp_path / "run", 2, "train", "task.extra_key_on_rank=0", task="vectors", site=plugin_site,
+                    expect=1)
+    assert result.stderr.count("returned different keys on different processes") == 2
+
+
+def test_validation_over_two_processes_scores_every_sample_once(tmp_path, plugin_site):
+    run = tmp_path / "run"
+    launch(run, 2, "train", "train.eval_every=2", "train.eval_samples=7", "eval.batch_size=2",
+           task="vectors", site=plugin_site)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val/samples"] for r in rows if "val/samples" in r] == [7.0, 7.0]

@@ -195,3 +195,12 @@ def test_a_lora_adapter_directory_is_loaded_instead_of_a_fresh_one(tmp_path):
     assert values and all(torch.all(p == 0.5) for p in values) and all(p.requires_grad for p in values)
     with pytest.raises(BackboneLoadError, match="no adapter_config.json"):
         load(BackboneConfig(finetune="lora", adapter=str(tmp_path)))
+
+
+def test_full_fine_tuning_trains_fp32_master_weights_under_half_precision():
+    from qvl.backbone.loading import load
+    from qvl.config import BackboneConfig
+
+    config = BackboneConfig(name="embedded:qwen3-vl-tiny", finetune="full", dtype="bfloat16")
+    assert {p.dtype for p in load(config, stage="train").model.parameters()} == {torch.float32}
+    assert {p.dtype for p in load(config, stage="eval").model.parameters()} == {torch.bfloat16}

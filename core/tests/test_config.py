@@ -1,6 +1,8 @@
+import attrs
 import pytest
 
 from qvl.config import ConfigError, RunConfig, load_config, parse_override, to_toml
+from qvl.task import Task
 
 
 def problems(task, text=None, overrides=(), tmp_path=None):
@@ -111,3 +113,39 @@ def test_parse_override_values_are_toml():
 def test_a_bad_list_item_is_named_by_its_index(colors_task, tmp_path):
     (problem,) = problems(colors_task, '[backbone.lora]\ntarget_modules = ["q_proj", 3]\n', tmp_path=tmp_path)
     assert problem == f"{tmp_path / 'run.toml'}, line 2: backbone.lora.target_modules[1]: expected a string, got 3"
+
+
+@attrs.define
+class _MapConfig:
+    files: dict[str, str] = attrs.field(factory=lambda: {"train": "a.txt", "val": "b.txt"})
+    limit: int | None = 10
+
+
+MAP_TASK = Task(name="maps", config_class=_MapConfig)
+
+
+def test_set_merges_into_a_dict_valued_key_instead_of_replacing_it(tmp_path):
+    config = load_config(MAP_TASK, overrides=["task.files.train=x.txt"])
+    assert config.task.files == {"train": "x.txt", "val": "b.txt"}
+    path = tmp_path / "run.toml"
+    path.write_text('[task.files]\ntest = "c.txt"\n')
+    assert load_config(MAP_TASK, [path]).task.files == {"train": "a.txt", "val": "b.txt", "test": "c.txt"}
+
+
+def test_a_value_that_looks_like_a_date_stays_a_string():
+    assert parse_override("run_name=2024-06-01") == (["run_name"], "2024-06-01")
+    assert load_config(MAP_TASK, overrides=["run_name=2024-06-01"]).run_name == "2024-06-01"
+    assert parse_override("run_name=12:30:00")[1] == "12:30:00"
+
+
+def test_none_survives_the_saved_toml_round_trip(tmp_path):
+    config = attrs.evolve(load_config(MAP_TASK), task=_MapConfig(limit=None))
+    text = to_toml(config)
+    assert 'unset = [\n    "task.limit",\n]' in text or 'unset = ["task.limit"]' in text
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    from qvl.config import read_toml
+
+    again = load_config(MAP_TASK, base=read_toml(path)[0])
+    assert again.task.limit is None and again == config
+    assert load_config(MAP_TASK).task.limit == 10

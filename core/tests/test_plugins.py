@@ -11,7 +11,7 @@ from qvl.plugins import MissingHookError, UnknownTaskError, load_plugins
 
 def test_builtin_plugins_register_like_third_party_ones(qvl_host):
     names = [p.name for p in qvl_host.plugins]
-    assert names[:2] == ["qvl.backbone", "qvl.colors"]
+    assert names[:3] == ["qvl.backbone", "qvl.validation", "qvl.colors"]
     assert qvl_host.tasks["colors"].plugin == "qvl.colors"
     assert qvl_host.tasks["colors"].all_stages == ("train", "eval", "predict")
 
@@ -81,7 +81,7 @@ def test_hook_prepare_backbone_adjusts_the_model_before_lora():
     task = host.task("colors")
     config = load_config(task, overrides=["backbone.finetune=lora", "backbone.lora.r=4",
                                           'backbone.lora.modules_to_save=["embed_tokens"]'])
-    backbone = host.call("load_backbone", task=task, config=config)
+    backbone = host.call("load_backbone", task=task, config=config, stage="eval")
     assert seen == [("colors", "Qwen3VLForConditionalGeneration")]  # the bare model, before peft
     assert backbone.tokenizer.convert_tokens_to_ids("<FRAME>") == 151669
     assert backbone.base_model.get_input_embeddings().num_embeddings == 151936 + 64

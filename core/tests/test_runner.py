@@ -88,7 +88,7 @@ def test_hook_load_backbone_default_reads_the_backbone_config(qvl_host):
 
     task = qvl_host.task("colors")
     config = load_config(task, overrides=["backbone.finetune=frozen"])
-    backbone = qvl_host.call("load_backbone", task=task, config=config)
+    backbone = qvl_host.call("load_backbone", task=task, config=config, stage="eval")
     assert backbone.name == "embedded:qwen3-vl-tiny" and backbone.trainable_parameters()[0] == 0
 
 

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="predict: an input file or folder (sets predict.input)")
     run.add_argument("--save-vis", action="store_true",
                      help="predict: also draw the predictions as PNGs (sets predict.save_vis)")
+    run.add_argument("--checkpoint", metavar="WHICH",
+                     help="eval/predict: best, last or step-N (default: best when the run kept one, else last)")
 
     config = commands.add_parser("config", help="print the effective config of a task as TOML")
     config.add_argument("task")
@@ -94,7 +96,7 @@ def _command(args: argparse.Namespace) -> int:
 
         result = run_stage(_host(), args.task, args.stage, config_files=args.config, overrides=args.overrides,
                            run_dir=args.run_dir, resume=args.resume, predict_input=args.input,
-                           save_vis=args.save_vis)
+                           save_vis=args.save_vis, checkpoint=args.checkpoint)
         if isinstance(result, InferenceResult) and result.metrics is not None:
             print(format_metrics(result.metrics))
             written = "eval.json" if args.stage == "eval" else "summary.json"

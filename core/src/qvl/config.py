@@ -6,6 +6,7 @@ Layers, later wins: the core's defaults, the task's ``defaults``, each ``--confi
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 import typing
@@ -97,11 +98,14 @@ class BackboneConfig:
 @attrs.define
 class TrainConfig:
     steps: int = attrs.field(default=100, validator=positive)
+    epochs: int | None = attrs.field(default=None, validator=positive)  # when set, replaces steps
     batch_size: int = attrs.field(default=8, validator=positive)
     grad_accum: int = attrs.field(default=1, validator=positive)
     lr: float = attrs.field(default=2e-4, validator=positive)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    warmup_ratio: float | None = attrs.field(default=None, validator=attrs.validators.optional(fraction))
     max_grad_norm: float = attrs.field(default=1.0, validator=non_negative)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     log_every: int = attrs.field(default=10, validator=positive)
@@ -109,6 +113,13 @@ class TrainConfig:
     keep_checkpoints: int = attrs.field(default=2, validator=positive)
     num_workers: int = attrs.field(default=0, validator=non_negative)
     ddp_find_unused_parameters: bool = False
+    # validation during training (0: off); the best checkpoint is kept as checkpoints/best
+    eval_every: int = attrs.field(default=0, validator=non_negative)
+    eval_split: str = "val"
+    eval_samples: int = attrs.field(default=64, validator=positive)
+    best_metric: str = "val/loss"
+    best_mode: Literal["auto", "min", "max"] = "auto"  # auto: min for losses and errors, else max
+    patience: int = attrs.field(default=0, validator=non_negative)  # evaluations without improvement; 0: off
 
 
 @attrs.define
@@ -325,6 +336,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    if isinstance(value, (datetime.date, datetime.time)):  # run_name=2024-06-01 is a name, not a date
+        value = raw.strip()
     return key.split("."), value
 
 
@@ -346,11 +359,17 @@ def load_config(
     base: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Build the effective :class:`RunConfig` of ``task``; raises :class:`ConfigError`."""
-    data: dict[str, Any] = {}
+    # Start from every default, so that a table given later (a file, --set a.b.c=X) merges into a
+    # dict-valued default instead of replacing it.
+    data: dict[str, Any] = class_defaults(task)
     sources: dict[str, _Source] = {}
     _merge(data, task.defaults, sources, _Source(f"defaults of task {task.name!r}"))
     if base:
+        base = dict(base)
+        unset = base.pop(UNSET_KEY, [])
         _merge(data, base, sources, _Source("saved run config"))
+        for dotted in unset if isinstance(unset, list) else []:
+            _set_path(data, str(dotted).split("."), None)
     for file in files:
         loaded, text = read_toml(Path(file))
         _merge(data, loaded, sources, _Source(str(file), text))
@@ -362,6 +381,38 @@ def load_config(
         _merge(data, nested, sources, _Source(f"--set {override}"))
     data.pop("task_name", None)
     return structure(task, data, sources)
+
+
+UNSET_KEY = "unset"  # saved configs list here the keys whose value is None (TOML has no null)
+
+
+def class_defaults(task: Task) -> dict[str, Any]:
+    """The default run config of ``task`` as plain data (its own config class's defaults included)."""
+    data = converter.unstructure(RunConfig())
+    data["task"] = converter.unstructure(task.config_class())
+    data.pop("task_name", None)
+    return _drop_none(data)
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        child = data.get(key)
+        if not isinstance(child, dict):
+            return
+        data = child
+    data[keys[-1]] = value
+
+
+def _none_paths(value: Any, prefix: str = "") -> list[str]:
+    if not isinstance(value, dict):
+        return []
+    found = []
+    for key, item in value.items():
+        if item is None:
+            found.append(f"{prefix}{key}")
+        else:
+            found.extend(_none_paths(item, f"{prefix}{key}."))
+    return found
 
 
 def structure(task: Task, data: dict[str, Any], sources: dict[str, _Source] | None = None) -> RunConfig:
@@ -406,10 +457,25 @@ def _render(path: tuple[str, ...], message: str, sources: dict[str, _Source]) ->
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
-    """Plain data for TOML (None values dropped: TOML has no null)."""
+    """Plain data for TOML. TOML has no null: None values are left out and listed under ``unset``
+    where the default is not None, so that reading the file back gives the same config."""
     raw = converter.unstructure(config)
     raw["task"] = converter.unstructure(config.task) if config.task is not None else {}
-    return _drop_none(raw)
+    defaults = converter.unstructure(RunConfig())
+    defaults["task"] = converter.unstructure(type(config.task)()) if config.task is not None else {}
+    unset = [path for path in _none_paths(raw) if _lookup(defaults, path) is not None]
+    result = _drop_none(raw)
+    if unset:
+        result[UNSET_KEY] = unset
+    return result
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def _drop_none(value: Any) -> Any:

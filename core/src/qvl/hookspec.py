@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from qvl.config import RunConfig
     from qvl.task import Task
 
-HOOK_API_VERSION = 2
+HOOK_API_VERSION = 3
 
 hookspec = pluggy.HookspecMarker("qvl")
 
@@ -48,16 +48,36 @@ def register_tasks(register: Callable[[Task], None]) -> None:
 
 
 @hookspec(firstresult=True)
-def load_backbone(task: Task, config: RunConfig) -> Backbone | None:
+def load_backbone(task: Task, config: RunConfig, stage: str) -> Backbone | None:
     """Load the vision-language backbone (model and processor) for a run.
 
     The core's default implementation (registered ``trylast``) reads ``config.backbone``: the
     embedded tiny model, a shape preset, a hub id or a local directory; full fine-tune, LoRA,
     QLoRA or frozen. Implement it to load something else, or wrap it to change what it loads.
+    For ``stage == "train"`` with full fine-tuning in half precision it loads fp32 master weights
+    (mixed precision computes in bf16/fp16 under autocast).
 
     :param task: the task being run.
     :param config: the effective run configuration.
+    :param stage: ``"train"``, ``"eval"``, ``"predict"`` or a task's own stage (added in API 3).
     :returns: a :class:`qvl.backbone.Backbone`. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def uses_backbone(task: Task, config: RunConfig, stage: str) -> bool | None:
+    """Say whether ``stage`` needs the backbone at all (added in API version 3).
+
+    A task whose head trains on precomputed features (a feature cache, see ``qvl.features``)
+    returns ``False`` for ``"train"``: the runner then loads no backbone, and ``build_head``,
+    ``build_collator``, ``loss`` and ``validate`` receive ``backbone=None``. Optional; without an
+    answer the backbone is loaded.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param stage: ``"train"``, ``"eval"`` or ``"predict"``.
+    :returns: ``True``/``False``, or ``None`` to leave the decision to others (default: loaded).
+        Stops at the first non-None result.
     """
 
 
@@ -94,7 +114,7 @@ def build_dataset(task: Task, config: RunConfig, split: str) -> Sequence[dict[st
 
 @hookspec(firstresult=True)
 def build_collator(
-    task: Task, config: RunConfig, backbone: Backbone, stage: str
+    task: Task, config: RunConfig, backbone: Backbone | None, stage: str
 ) -> Callable[[list[dict[str, Any]]], dict[str, Any]] | None:
     """Build the function that turns a list of samples into one model-ready batch.
 
@@ -103,18 +123,22 @@ def build_collator(
     :param backbone: the loaded backbone; use ``backbone.processor`` to tokenize and process images.
     :param stage: ``"train"`` (targets included, for the loss) or ``"eval"`` / ``"predict"``
         (prompts only, for :func:`decode`).
-    :returns: ``collate(samples) -> dict`` whose tensors the runner moves to the device. Stops at
+    :returns: ``collate(samples) -> dict`` whose tensors the runner moves to the device. If it
+        accepts a keyword argument ``rng``, the runner passes a ``numpy.random.Generator`` seeded
+        from the run's seed, the process rank and the batch's sample indices: augmentation drawn
+        from it is the same with any number of DataLoader workers and after ``--resume``. Stops at
         the first non-None result.
     """
 
 
 @hookspec(firstresult=True)
-def build_head(task: Task, config: RunConfig, backbone: Backbone) -> torch.nn.Module | None:
+def build_head(task: Task, config: RunConfig, backbone: Backbone | None) -> torch.nn.Module | None:
     """Build the task's trainable head(s) beside the backbone.
 
     :param task: the task being run.
     :param config: the effective run configuration.
-    :param backbone: the loaded backbone (for hidden size and dtype).
+    :param backbone: the loaded backbone (for hidden size and dtype), or ``None`` when
+        :func:`uses_backbone` said training needs none.
     :returns: a ``torch.nn.Module`` (an ``nn.ModuleDict`` for several heads), or ``None`` when the
         task uses the language-model head only. Saved as ``head.safetensors`` in every checkpoint
         and rebuilt through this hook before loading. Stops at the first non-None result.
@@ -125,7 +149,7 @@ def build_head(task: Task, config: RunConfig, backbone: Backbone) -> torch.nn.Mo
 def loss(
     task: Task,
     config: RunConfig,
-    backbone: Backbone,
+    backbone: Backbone | None,
     head: torch.nn.Module | None,
     batch: dict[str, Any],
     step: int,
@@ -138,13 +162,64 @@ def loss(
 
     :param task: the task being run.
     :param config: the effective run configuration.
-    :param backbone: the backbone; call ``backbone.model``.
+    :param backbone: the backbone; call ``backbone.model`` (``None``: see :func:`uses_backbone`).
     :param head: what :func:`build_head` returned, or ``None``.
     :param batch: what the collator returned, on the device.
     :param step: the optimizer step about to be taken (0-based), for curricula.
     :param max_steps: the total number of optimizer steps of the run.
     :returns: a dict with ``"loss"`` (a scalar tensor to minimise) and optionally more scalar
         tensors or floats, logged under their keys. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def param_groups(
+    task: Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module | None
+) -> list[dict[str, Any]] | None:
+    """Choose the optimizer's parameter groups: per-module learning rates and weight decay (API 3).
+
+    Optional. Without it the runner trains every parameter that requires grad at ``train.lr``,
+    with ``train.weight_decay`` on matrices and none on biases and norms.
+
+    :param task: the task being run.
+    :param config: the effective run configuration.
+    :param backbone: the loaded backbone, or ``None`` (see :func:`uses_backbone`).
+    :param head: what :func:`build_head` returned, or ``None``.
+    :returns: AdamW parameter groups (``{"params": [...], "lr": ..., "weight_decay": ...}``;
+        missing keys take the config's values). Every trainable parameter must be in one group.
+        Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def validate(
+    task: Task,
+    config: RunConfig,
+    backbone: Backbone | None,
+    head: torch.nn.Module | None,
+    step: int,
+    accelerator: Any,
+    out_dir: Path,
+) -> dict[str, float] | None:
+    """Measure the model during training, every ``train.eval_every`` steps (added in API 3).
+
+    The core's default (registered ``trylast``) computes ``val/loss`` with the ``loss`` hook on
+    the ``train.eval_split`` split, and the task's own metrics on up to ``train.eval_samples``
+    samples of it through ``decode`` and ``evaluate``, flattened as ``val/KEY`` (nested dicts as
+    ``val/KEY/SUBKEY``). Replace it for other measurements, e.g. simulator rollouts. Called on
+    every process, with the model in eval mode under ``torch.no_grad()``; every process must
+    return the same dict (the default gathers, scores on the main process and broadcasts).
+
+    :param task: the task being run.
+    :param config: the effective run configuration; ``config.train.best_metric`` names the key
+        that picks the best checkpoint.
+    :param backbone: the backbone, or ``None`` (see :func:`uses_backbone`).
+    :param head: the head, or ``None``.
+    :param step: optimizer steps taken so far.
+    :param accelerator: the run's ``accelerate.Accelerator`` (device, process index, gathering).
+    :param out_dir: a directory for plots or tables of this validation.
+    :returns: a dict of metric name -> float, logged to ``metrics.jsonl`` and TensorBoard.
+        Stops at the first non-None result.
     """
 
 

@@ -24,6 +24,7 @@ TRACE_ENV = "QVL_TRACE_HOOKS"
 # Registered first, exactly as third-party plugins are, so that any of them can be overridden.
 DEFAULT_PLUGINS = {
     "qvl.backbone": "qvl.backbone.hooks",
+    "qvl.validation": "qvl.runner.validation",
     "qvl.colors": "qvl.builtin.colors",
 }
 
@@ -70,15 +71,20 @@ class PluginHost:
 
     def call(self, hook_name: str, *, required: bool = True, **kwargs: Any) -> Any:
         """Call a task-level firstresult hook; a required hook nobody answered is an error."""
-        result = getattr(self.pm.hook, hook_name)(**kwargs)
-        if result is None and required:
-            task = kwargs.get("task")
-            owner = f" (owned by plugin {task.plugin!r})" if task is not None else ""
-            raise MissingHookError(
-                f"no plugin implements hook {hook_name!r} for task "
-                f"{getattr(task, 'name', '?')!r}{owner}; see the plugin guide in the README"
-            )
-        return result
+        return call_hook(self.pm.hook, hook_name, required=required, **kwargs)
+
+
+def call_hook(relay: pluggy.HookRelay, hook_name: str, *, required: bool = True, **kwargs: Any) -> Any:
+    """Call a task-level firstresult hook through ``relay``; a required hook nobody answered is an error."""
+    result = getattr(relay, hook_name)(**kwargs)
+    if result is None and required:
+        task = kwargs.get("task")
+        owner = f" (owned by plugin {task.plugin!r})" if task is not None else ""
+        raise MissingHookError(
+            f"no plugin implements hook {hook_name!r} for task "
+            f"{getattr(task, 'name', '?')!r}{owner}; see the plugin guide in the README"
+        )
+    return result
 
 
 class UnknownTaskError(UserError, LookupError):

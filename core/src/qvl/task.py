@@ -26,8 +26,12 @@ class Task:
     :param defaults: nested overrides of the generic run config that suit this task, for example
         ``{"train": {"steps": 200}, "backbone": {"finetune": "full"}}``; a user's file and
         ``--set`` still win over them.
-    :param stages: extra stages beyond train/eval/predict, name -> ``fn(config) -> object``
-        (for example ``make-data``).
+    :param stages: extra stages beyond train/eval/predict, name -> function (for example
+        ``make-data``). The function receives what it names among its parameters, as hooks do:
+        ``config`` (the effective :class:`~qvl.config.RunConfig`), ``run_dir`` (``--run-dir`` or
+        None), ``input`` (``--input`` or None), ``resume`` (``--resume``), ``host``, ``task``,
+        ``accelerator`` (a new ``accelerate.Accelerator``) and ``checkpoint`` (the path that
+        ``--checkpoint`` chooses in ``--run-dir`` or the newest run: best, else last).
     :param plugin: filled in by the core with the name of the plugin that registered the task.
     """
 

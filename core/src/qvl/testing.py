@@ -65,14 +65,15 @@ def qvl_run_stage(qvl_host: Any, qvl_run_dir: Path) -> Callable[..., Any]:
 
     Every stage of one test shares ``qvl_run_dir``, so ``train`` then ``eval`` then ``predict``
     work as they do from the command line. Keyword arguments: ``config_files``, ``resume``,
-    ``predict_input``, ``save_vis``, ``run_dir``.
+    ``predict_input``, ``save_vis``, ``run_dir``, ``checkpoint``.
     """
     from qvl.runner.stages import run_stage
 
     def run(task: str, stage: str, *overrides: str, config_files: tuple = (), resume: bool = False,
-            predict_input: str | None = None, save_vis: bool = False, run_dir: Path | None = None) -> Any:
+            predict_input: str | None = None, save_vis: bool = False, run_dir: Path | None = None,
+            checkpoint: str | None = None) -> Any:
         return run_stage(qvl_host, task, stage, config_files=config_files, overrides=overrides,
                          run_dir=run_dir or qvl_run_dir, resume=resume, predict_input=predict_input,
-                         save_vis=save_vis)
+                         save_vis=save_vis, checkpoint=checkpoint)
 
     return run

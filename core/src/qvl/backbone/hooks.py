@@ -21,13 +21,13 @@ class DefaultBackbone:
         self.hook = hook
 
     @hookimpl(trylast=True)
-    def load_backbone(self, task: Task, config: RunConfig) -> Backbone:
+    def load_backbone(self, task: Task, config: RunConfig, stage: str) -> Backbone:
         from qvl.backbone.loading import load
 
         def prepare(model: Any, processor: Any) -> None:
             self.hook.prepare_backbone(task=task, config=config, model=model, processor=processor)
 
-        return load(config.backbone, prepare=prepare)
+        return load(config.backbone, prepare=prepare, stage=stage)
 
 
 plugin = DefaultBackbone  # what qvl.plugins registers for this built-in, given the hook relay

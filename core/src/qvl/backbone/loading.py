@@ -57,11 +57,14 @@ def lora_target_pattern(names: list[str]) -> str:
     return rf"^(?!.*\bvisual\b).*\.({alternatives})$"
 
 
-def load(config: BackboneConfig, prepare: Callable[[Any, Any], None] | None = None) -> Backbone:
+def load(config: BackboneConfig, prepare: Callable[[Any, Any], None] | None = None,
+         stage: str = "train") -> Backbone:
     """Load the configured backbone on this process's device and prepare its trainable parts.
 
     ``prepare(model, processor)`` runs right after loading, before freezing, k-bit preparation
-    and LoRA (the ``prepare_backbone`` hook).
+    and LoRA (the ``prepare_backbone`` hook). Full fine-tuning trains fp32 master weights: with a
+    bf16/fp16 ``dtype`` the weights are loaded in fp32 for ``stage == "train"`` and mixed precision
+    computes in half precision under autocast (bf16 weights would lose small updates to rounding).
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -74,6 +77,8 @@ def load(config: BackboneConfig, prepare: Callable[[Any, Any], None] | None = No
             "'embedded:qwen3-vl-tiny', 'embedded:qwen2.5-vl-tiny' or a 'preset:...'"
         )
     dtype = resolve_dtype(config.dtype)
+    if stage == "train" and config.finetune == "full" and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32
     want_4bit = config.finetune == "qlora" or config.quantize
     quantization = None
     if want_4bit:

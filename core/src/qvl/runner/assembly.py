@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,6 @@ import attrs
 
 from qvl.config import RunConfig
 from qvl.errors import UserError
-from qvl.plugins import PluginHost
 from qvl.runner.checkpoint import load_head, restore_config
 from qvl.task import Task
 
@@ -21,17 +20,25 @@ class Parts:
     head: Any
 
 
-def load_parts(host: PluginHost, task: Task, config: RunConfig, checkpoint: Path | None) -> Parts:
-    load_config = restore_config(config, checkpoint) if checkpoint is not None else config
-    backbone = host.call("load_backbone", task=task, config=load_config)
-    head = host.call("build_head", task=task, config=config, backbone=backbone, required=False)
+def load_parts(call: Callable[..., Any], task: Task, config: RunConfig, checkpoint: Path | None,
+               stage: str) -> Parts:
+    """The backbone (unless ``uses_backbone`` says the stage needs none) and the head, in fp32."""
+    needs_backbone = call("uses_backbone", required=False, task=task, config=config, stage=stage)
+    backbone = None
+    if needs_backbone is not False:
+        load_config = restore_config(config, checkpoint) if checkpoint is not None else config
+        backbone = call("load_backbone", task=task, config=load_config, stage=stage)
+    head = call("build_head", task=task, config=config, backbone=backbone, required=False)
+    if head is not None:
+        head.float()  # trainable weights stay fp32; mixed precision autocasts the matmuls
     if checkpoint is not None:
         load_head(checkpoint, head)
     return Parts(backbone=backbone, head=head)
 
 
-def dataset(host: PluginHost, task: Task, config: RunConfig, split: str, limit: int | None = None) -> Sequence[Any]:
-    data = host.call("build_dataset", task=task, config=config, split=split)
+def checked_dataset(call: Callable[..., Any], task: Task, config: RunConfig, split: str,
+                    limit: int | None = None) -> Sequence[Any]:
+    data = call("build_dataset", task=task, config=config, split=split)
     if len(data) == 0:
         raise UserError(f"task {task.name!r}: split {split!r} has no samples")
     if limit is not None and limit < len(data):

@@ -22,6 +22,7 @@ from qvl.errors import UserError
 from qvl.runner.rundir import CHECKPOINT_PATTERN
 
 TRAINER_STATE = "trainer_state.json"
+BEST_NAME = "best"
 
 
 @attrs.define
@@ -29,6 +30,9 @@ class TrainerState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    best_value: float | None = None  # of train.best_metric, so a resumed run knows what to beat
+    best_step: int | None = None
+    evals_since_best: int = 0
 
 
 def restore_config(config: RunConfig, checkpoint: Path) -> RunConfig:
@@ -85,41 +89,56 @@ def save(
     scheduler: Any,
     finetune: str,
     keep: int,
+    name: str | None = None,
 ) -> Path:
-    """Write ``step-XXXXXXXX`` through a temporary directory and a rename; prune old ones."""
+    """Write ``step-XXXXXXXX`` (or ``name``) through a temporary directory and a rename.
+
+    A step checkpoint holds everything ``--resume`` needs and old ones are pruned to ``keep``; a
+    named one (``best``) holds the weights and the trainer state only, is replaced atomically
+    (the previous one is moved aside, then removed) and is never pruned.
+    """
     import torch
     from safetensors.torch import save_file
 
-    final = checkpoints_dir / f"step-{state.step:08d}"
-    tmp = checkpoints_dir / f".tmp-step-{state.step:08d}"
+    label = name or f"step-{state.step:08d}"
+    final = checkpoints_dir / label
+    tmp = checkpoints_dir / f".tmp-{label}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed save, under qvl's dotted name
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
 
-    tensors, plain = _rng_state()
-    rank = accelerator.process_index
-    save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
-    (tmp / f"rng-{rank}.json").write_text(json.dumps(plain))
+    if name is None:
+        tensors, plain = _rng_state()
+        rank = accelerator.process_index
+        save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
+        (tmp / f"rng-{rank}.json").write_text(json.dumps(plain))
 
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(backbone.model)
-        if finetune != "frozen":
+        if backbone is not None and finetune != "frozen":
+            model = accelerator.unwrap_model(backbone.model)
             model.save_pretrained(tmp / "backbone", safe_serialization=True)
             if finetune == "full":
                 backbone.processor.save_pretrained(tmp / "backbone")
         if head is not None:
             weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(head).state_dict().items()}
             save_file(weights, str(tmp / "head.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if name is None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / TRAINER_STATE).write_text(json.dumps(attrs.asdict(state), indent=1))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():  # re-saving the same step after a resume: replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _prune(checkpoints_dir, keep)
+        if final.exists():  # the same step again after a resume, or a new best: replace it whole
+            old = checkpoints_dir / f".old-{label}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        if name is None:
+            _prune(checkpoints_dir, keep)
     accelerator.wait_for_everyone()
     return final
 

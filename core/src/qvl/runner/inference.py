@@ -1,4 +1,4 @@
-"""The eval and predict stages: load a run's last checkpoint, decode a split, score or save."""
+"""The eval and predict stages: load a run's checkpoint, decode a split, score or save."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import attrs
 from qvl.config import RunConfig
 from qvl.errors import UserError
 from qvl.plugins import PluginHost
-from qvl.runner.assembly import dataset, load_parts
-from qvl.runner.modules import CollateWithIds, mixed_precision
+from qvl.runner.assembly import checked_dataset, load_parts
+from qvl.runner.evaluation import decode_dataset
+from qvl.runner.modules import mixed_precision
 from qvl.runner.rundir import RunDir, eprint
 from qvl.task import Task
 
@@ -23,44 +24,35 @@ class InferenceResult:
     out_dir: Path
     predictions: list[dict[str, Any]]
     metrics: dict[str, Any] | None = None
+    checkpoint: Path | None = None
 
 
-def _decode_all(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, stage: str,
-                split: str, batch_size: int, limit: int | None) -> tuple[list[dict], Any, Any]:
+def _decode_all(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir, stage: str, split: str,
+                batch_size: int, limit: int | None, which: str | None) -> tuple[list[dict], Any, Any, Path]:
     import torch
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+    from accelerate.utils import set_seed
 
-    checkpoint = run_dir.last_checkpoint()
+    checkpoint = run_dir.checkpoint(which)
     if checkpoint is None:
         raise UserError(f"{run_dir.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
     accelerator = Accelerator(mixed_precision=mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
-    parts = load_parts(host, task, config, checkpoint)
+    set_seed(config.seed)  # sampling decoders and test-time augmentation give the same answers every time
+    parts = load_parts(host.call, task, config, checkpoint, stage=stage)
     backbone, head = parts.backbone, parts.head
-    if not backbone.quantized:
-        backbone.model.to(accelerator.device)
+    if backbone is not None:
+        if not backbone.quantized:
+            backbone.model.to(accelerator.device)
+        backbone.model.eval()
     if head is not None:
         head.to(accelerator.device)
         head.eval()
-    backbone.model.eval()
-    data = dataset(host, task, config, split, limit)
-    collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage=stage)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
-                                         collate_fn=CollateWithIds(collate))
-    loader = accelerator.prepare(loader)
-    predictions: list[dict[str, Any]] = []
-    with torch.no_grad(), accelerator.autocast():
-        for batch in tqdm(loader, desc=f"{stage} {task.name}", unit="batch",
-                          disable=not accelerator.is_main_process, dynamic_ncols=True):
-            decoded = host.call("decode", task=task, config=config, backbone=backbone, head=head,
-                                batch=batch["inputs"])
-            if len(decoded) != len(batch["ids"]):
-                raise ValueError(f"decode of task {task.name!r} returned {len(decoded)} predictions "
-                                 f"for a batch of {len(batch['ids'])}")
-            rows = [{"id": sample_id, **prediction} for sample_id, prediction in zip(batch["ids"], decoded)]
-            predictions.extend(accelerator.gather_for_metrics(rows, use_gather_object=True))
-    return predictions, data, accelerator
+    data = checked_dataset(host.call, task, config, split, limit)
+    if accelerator.is_main_process:
+        eprint(f"qvl: {stage} with {checkpoint}")
+    predictions = decode_dataset(host.call, task, config, backbone, head, data, stage, batch_size, accelerator)
+    return predictions, data, accelerator, checkpoint
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -71,28 +63,35 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) -> InferenceResult:
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
+             checkpoint: str | None = None) -> InferenceResult:
     ec = config.eval
-    predictions, data, accelerator = _decode_all(host, task, config, run_dir, "eval", ec.split,
-                                                 ec.batch_size, ec.max_samples)
+    predictions, data, accelerator, used = _decode_all(host, task, config, run_dir, "eval", ec.split,
+                                                       ec.batch_size, ec.max_samples, checkpoint)
     out_dir = run_dir.path / "eval" / ec.split
     metrics = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics = host.call("evaluate", task=task, config=config, predictions=predictions, dataset=data,
                             out_dir=out_dir)
+        metrics = {**metrics, "checkpoint": used.name}
         _write_jsonl(out_dir / "predictions.jsonl", predictions)
-        tmp = out_dir / "eval.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(out_dir / "eval.json")
+        _write_json(out_dir / "eval.json", metrics)
     accelerator.wait_for_everyone()
-    return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=metrics)
+    return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=metrics, checkpoint=used)
 
 
-def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) -> InferenceResult:
+def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
+            checkpoint: str | None = None) -> InferenceResult:
     pc = config.predict
-    predictions, data, accelerator = _decode_all(host, task, config, run_dir, "predict", "predict",
-                                              pc.batch_size, pc.max_samples)
+    predictions, data, accelerator, used = _decode_all(host, task, config, run_dir, "predict", "predict",
+                                                       pc.batch_size, pc.max_samples, checkpoint)
     out_dir = run_dir.path / "predict" / time.strftime("%Y%m%d-%H%M%S")
     summary = None
     if accelerator.is_main_process:
@@ -102,11 +101,9 @@ def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir) ->
         summary = host.call("report_predictions", required=False, task=task, config=config,
                             predictions=predictions, dataset=data, out_dir=out_dir)
         if summary is not None:
-            tmp = out_dir / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            tmp.replace(out_dir / "summary.json")
+            _write_json(out_dir / "summary.json", summary)
     accelerator.wait_for_everyone()
-    return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=summary)
+    return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=summary, checkpoint=used)
 
 
 def format_metrics(metrics: dict[str, Any], indent: str = "") -> str:

@@ -30,7 +30,7 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in values.items():
-                self.writer.add_scalar(f"train/{key}", value, step)
+                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -44,9 +44,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_loss(metrics_path: Path, out: Path, title: str) -> Path | None:
-    """Loss (and any other logged loss terms) against step, as a PNG."""
-    records = [r for r in read_metrics(metrics_path) if "loss" in r]
-    if not records:
+    """Training loss terms, and the validation loss when there is one, against step, as a PNG."""
+    records = read_metrics(metrics_path)
+    train = [r for r in records if "loss" in r]
+    if not train:
         return None
     import matplotlib
 
@@ -54,15 +55,18 @@ def plot_loss(metrics_path: Path, out: Path, title: str) -> Path | None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
-    steps = [r["step"] for r in records]
-    keys = [k for k in records[-1] if k == "loss" or (k.startswith("loss_") and k != "loss")]
+    keys = [k for k in train[-1] if k == "loss" or (k.startswith("loss_") and k != "loss")]
     for key in keys:
-        axis.plot(steps, [r.get(key, float("nan")) for r in records], label=key, linewidth=1.6)
+        axis.plot([r["step"] for r in train], [r.get(key, float("nan")) for r in train], label=key, linewidth=1.6)
+    validation = [r for r in records if "val/loss" in r]
+    if validation:
+        axis.plot([r["step"] for r in validation], [r["val/loss"] for r in validation], "o-", label="val/loss",
+                  linewidth=1.6)
     axis.set_xlabel("optimizer step")
-    axis.set_ylabel("training loss")
+    axis.set_ylabel("loss")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    if len(keys) > 1:
+    if len(keys) > 1 or validation:
         axis.legend()
     figure.tight_layout()
     tmp = out.with_suffix(".tmp.png")

@@ -6,14 +6,18 @@ pass (gradient synchronisation) and accelerate's autocast covers it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 
 class TaskModule(torch.nn.Module):
-    def __init__(self, backbone_model: torch.nn.Module, head: torch.nn.Module | None,
+    """``backbone_model`` is None when the backbone trains nothing: it then stays outside DDP."""
+
+    def __init__(self, backbone_model: torch.nn.Module | None, head: torch.nn.Module | None,
                  compute_loss: Callable[..., dict[str, Any]]):
         super().__init__()
         self.backbone_model = backbone_model
@@ -24,14 +28,46 @@ class TaskModule(torch.nn.Module):
         return self._compute_loss(head=self.head, batch=batch, step=step, max_steps=max_steps)
 
 
+class IndexedSamples:
+    """A view of a data set that yields ``(index, sample)``, so a batch knows which samples it holds."""
+
+    def __init__(self, data: Sequence[Any], indices: Sequence[int] | None = None):
+        self.data = data
+        self.indices = list(range(len(data))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[int, Any]:
+        index = self.indices[position]
+        return index, self.data[index]
+
+
 class CollateWithIds:
-    """Wraps a task's collator so the runner keeps each batch's sample ids beside its tensors."""
+    """Wraps a task's collator: keeps each batch's sample ids and indices beside its tensors, and
+    hands collators that take ``rng`` a generator seeded by (seed, rank, sample indices), which
+    makes augmentation independent of worker count and reproducible after a resume."""
 
-    def __init__(self, collate: Callable[[list[dict[str, Any]]], dict[str, Any]]):
+    def __init__(self, collate: Callable[..., dict[str, Any]], seed: int = 0, rank: int = 0):
         self.collate = collate
+        self.seed = seed
+        self.rank = rank
+        try:
+            self.takes_rng = "rng" in inspect.signature(collate).parameters
+        except (TypeError, ValueError):  # builtins without a signature
+            self.takes_rng = False
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"inputs": self.collate(samples), "ids": [s.get("id") for s in samples]}
+    def __call__(self, items: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        indices = [index for index, _ in items]
+        samples = [sample for _, sample in items]
+        if self.takes_rng:
+            import numpy as np
+
+            seed = zlib.crc32(f"{self.seed}:{self.rank}:{','.join(map(str, indices))}".encode())
+            inputs = self.collate(samples, rng=np.random.default_rng(seed))
+        else:
+            inputs = self.collate(samples)
+        return {"inputs": inputs, "ids": [s.get("id") for s in samples], "indices": indices}
 
 
 def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from qvl.config import ConfigError, load_config
+from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner.rundir import RunDir
+from qvl.task import Task
+
+# What a task's own stage function may ask for by parameter name, as hook implementations do.
+STAGE_ARGUMENTS = ("config", "run_dir", "input", "resume", "host", "task", "accelerator", "checkpoint")
 
 
 def run_stage(
@@ -22,6 +28,7 @@ def run_stage(
     resume: bool = False,
     predict_input: str | None = None,
     save_vis: bool = False,
+    checkpoint: str | None = None,
 ) -> Any:
     """Run ``stage`` of ``task_name``; returns the stage's result object."""
     task = host.task(task_name)
@@ -37,31 +44,72 @@ def run_stage(
         from qvl.runner.training import train
 
         if run_dir is not None and resume and (Path(run_dir) / "config.toml").is_file():
-            existing = RunDir(Path(run_dir))
-            config = load_config(task, config_files, overrides, base=existing.saved_config())
+            config = load_config(task, config_files, overrides, base=RunDir(Path(run_dir)).saved_config())
         else:
             config = load_config(task, config_files, overrides)
-            existing = RunDir(Path(run_dir)) if run_dir is not None else RunDir.new(config)
-            if not resume and existing.checkpoints():
-                raise ConfigError([f"{existing.path} already has checkpoints; continue it with --resume, "
+            if run_dir is not None and not resume and RunDir(Path(run_dir)).checkpoints():
+                raise ConfigError([f"{run_dir} already has checkpoints; continue it with --resume, "
                                    "or train into another --run-dir"])
-        return train(host, task, config, existing, resume=resume)
+        return train(host, task, config, Path(run_dir) if run_dir is not None else None, resume=resume)
 
     if stage in ("eval", "predict"):
         from qvl.runner import inference
 
-        if run_dir is not None:
-            existing = RunDir(Path(run_dir))
-        else:
-            probe = load_config(task, config_files, overrides)
-            existing = RunDir.latest(probe.output_dir, task.name)
+        existing = _existing_run(task, config_files, overrides, run_dir)
         config = load_config(task, config_files, overrides, base=existing.saved_config())
-        return inference.evaluate(host, task, config, existing) if stage == "eval" else \
-            inference.predict(host, task, config, existing)
+        run = inference.evaluate if stage == "eval" else inference.predict
+        return run(host, task, config, existing, checkpoint=checkpoint)
 
     config = load_config(task, config_files, overrides)
-    return task.stages[stage](config)
+    available: dict[str, Callable[[], Any]] = {
+        "config": lambda: config,
+        "run_dir": lambda: Path(run_dir) if run_dir is not None else None,
+        "input": lambda: predict_input,
+        "resume": lambda: resume,
+        "host": lambda: host,
+        "task": lambda: task,
+        "accelerator": _accelerator,
+        "checkpoint": lambda: _stage_checkpoint(task, config_files, overrides, run_dir, checkpoint),
+    }
+    return task.stages[stage](**{name: available[name]() for name in stage_parameters(task, stage)})
+
+
+def stage_parameters(task: Task, stage: str) -> list[str]:
+    """The arguments a task's stage function asks for; an unknown one is the plugin's mistake."""
+    function = task.stages[stage]
+    names = list(inspect.signature(function).parameters)
+    unknown = [name for name in names if name not in STAGE_ARGUMENTS]
+    if unknown:
+        raise TypeError(f"stage {stage!r} of task {task.name!r} asks for {unknown}; a stage function may take "
+                        f"any of {', '.join(STAGE_ARGUMENTS)}")
+    return names
+
+
+def _existing_run(task: Task, config_files: Iterable[str | Path], overrides: list[str],
+                  run_dir: str | Path | None) -> RunDir:
+    if run_dir is not None:
+        return RunDir(Path(run_dir))
+    probe = load_config(task, config_files, overrides)
+    return RunDir.latest(probe.output_dir, task.name)
+
+
+def _stage_checkpoint(task: Task, config_files: Iterable[str | Path], overrides: list[str],
+                      run_dir: str | Path | None, which: str | None) -> Path:
+    """For a task's own stage that takes ``checkpoint``: the chosen checkpoint of the run."""
+    run = _existing_run(task, config_files, overrides, run_dir)
+    found = run.checkpoint(which)
+    if found is None:
+        raise UserError(f"{run.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
+    return found
+
+
+def _accelerator() -> Any:
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
