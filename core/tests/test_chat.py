@@ -87,3 +87,20 @@ def test_lm_loss_on_labelled_positions_equals_the_models_own_loss(qvl_tiny_backb
         ours = chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"]
         reference = qvl_tiny_backbone.model(**batch).loss
     assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_an_unreadable_image_or_video_names_the_file(qvl_tiny_backbone, tmp_path):
+    from qvl import UserError
+
+    broken = tmp_path / "frame.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    conversation = [{"role": "user", "content": [{"type": "image", "image": str(broken)},
+                                                 {"type": "text", "text": "what is this?"}]}]
+    with pytest.raises(UserError, match=r"frame.png: cannot read this image \(UnidentifiedImageError"):
+        chat.prompt_batch(qvl_tiny_backbone.processor, [conversation])
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    conversation = [{"role": "user", "content": [{"type": "video", "video": str(video)},
+                                                 {"type": "text", "text": "what happens?"}]}]
+    with pytest.raises(UserError, match=r"clip.mp4: cannot read this video"):
+        chat.prompt_batch(qvl_tiny_backbone.processor, [conversation])

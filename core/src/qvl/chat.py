@@ -22,15 +22,53 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
     from qwen_vl_utils import process_vision_info
 
     patch_size = int(getattr(processor.image_processor, "patch_size", 14))
-    images, videos, video_kwargs = process_vision_info(
-        list(conversations), return_video_kwargs=True, return_video_metadata=True, image_patch_size=patch_size
-    )
+    try:
+        images, videos, video_kwargs = process_vision_info(
+            list(conversations), return_video_kwargs=True, return_video_metadata=True, image_patch_size=patch_size
+        )
+    except Exception as exc:
+        culprit = _unreadable_media(conversations)
+        if culprit is None:
+            raise
+        raise culprit from exc
     kwargs: dict[str, Any] = {}
     if videos is not None:
         videos, metadata = zip(*videos)
         videos = list(videos)
         kwargs = {**video_kwargs, "video_metadata": list(metadata), "do_resize": False}
     return images, videos, kwargs
+
+
+def _unreadable_media(conversations: Sequence[Conversation]) -> Exception | None:
+    """After qwen_vl_utils failed: the :class:`~qvl.errors.UserError` naming the file that cannot be
+    read, or None when every referenced file opens (the failure was not the user's file)."""
+    from PIL import Image
+
+    from qvl.errors import UserError, unreadable_file
+
+    for conversation in conversations:
+        for message in conversation:
+            content = message.get("content")
+            for part in content if isinstance(content, list) else []:
+                for kind in ("image", "video"):
+                    source = part.get(kind) if isinstance(part, dict) else None
+                    if not isinstance(source, str) or source.startswith(("http://", "https://", "data:")):
+                        continue
+                    path = source.removeprefix("file://")
+                    try:
+                        if kind == "image":
+                            with Image.open(path) as image:
+                                image.load()
+                        else:
+                            import av
+
+                            with av.open(path) as container:
+                                next(container.decode(video=0))
+                    except FileNotFoundError:
+                        return UserError(f"{path}: no such {kind} file")
+                    except Exception as exc:  # PIL, PyAV: any failure to decode is the file's
+                        return unreadable_file(path, kind, exc)
+    return None
 
 
 def _encode(processor: Any, texts: list[str], conversations: Sequence[Conversation], padding_side: str) -> Any:
@@ -116,10 +154,15 @@ def lm_loss(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_text(
-    model: Any, processor: Any, batch: dict[str, Any], max_new_tokens: int, **generate_kwargs: Any
+    model: Any, processor: Any, batch: dict[str, Any], max_new_tokens: int, *, skip_special_tokens: bool = True,
+    **generate_kwargs: Any
 ) -> list[str]:
-    """Greedy generation from a :func:`prompt_batch`; returns the new text of each row."""
+    """Greedy generation from a :func:`prompt_batch`; returns the new text of each row.
+
+    ``skip_special_tokens=False`` keeps ``<|im_end|>`` and the padding, to tell an answer that
+    ended from one cut by ``max_new_tokens``.
+    """
     generate_kwargs.setdefault("do_sample", False)
     output = model.generate(**batch, max_new_tokens=max_new_tokens, **generate_kwargs)
     new_tokens = output[:, batch["input_ids"].shape[1] :]
-    return processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=skip_special_tokens)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from qvl_reward.lerobot_writer import Recording
+from qvl.lerobot import Recording
 
 CAMERAS = ("observation.images.cam_high", "observation.images.cam_left_wrist", "observation.images.cam_right_wrist")
 

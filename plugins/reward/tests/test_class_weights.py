@@ -3,12 +3,12 @@ import pytest
 
 import qvl
 
-from qvl_reward.lerobot_writer import Recording, write_dataset
+from qvl.lerobot import Recording, write_dataset
 
 
 def test_balanced_class_weights_are_inverse_frequencies_and_explicit_ones_are_checked(tmp_path, qvl_host):
     from qvl.config import load_config
-    from qvl_reward.plugin import class_weights
+    from qvl_reward.data import class_weights
 
     frames = [np.zeros((32, 32, 3), np.uint8)] * 6
     labels = [0, 0, 0, 0, 1, 2]  # per episode: 4 x bin 0, 1 x bin 1, 1 x bin 2

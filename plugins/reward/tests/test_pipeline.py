@@ -15,7 +15,7 @@ def tiny(tmp_path):
 
 
 def test_make_data_train_eval_predict_on_a_tiny_dataset(qvl_run_stage, qvl_quick_run, tiny):
-    from qvl_reward.lerobot_format import LeRobotDataset
+    from qvl.lerobot import LeRobotDataset
 
     root = qvl_run_stage("reward", "make-data", *tiny)
     source = LeRobotDataset(root, ["observation.images.cam_high", "observation.images.cam_left_wrist",
@@ -75,7 +75,7 @@ def test_head_and_adapter_saved_together_reload_to_identical_logits(qvl_host, qv
 
     task = qvl_host.task("reward")
     config = load_config(task, [], [], base=run.saved_config())
-    reloaded = load_parts(qvl_host, task, config, checkpoint)
+    reloaded = load_parts(qvl_host.call, task, config, checkpoint, stage="eval")
     data = qvl_host.call("build_dataset", task=task, config=config, split="val")
     samples = [data[i] for i in range(4)]
     logits = []

@@ -53,9 +53,9 @@ class TrainCollator:
         self.model_size = tuple(config.model_image_size)
         self.rng = np.random.default_rng([seed, 0x6A5])
 
-    def answer_for(self, sample: dict[str, Any]) -> tuple[Any, tuple[int, ...], int | None]:
+    def answer_for(self, sample: dict[str, Any], rng: Any = None) -> tuple[Any, tuple[int, ...], int | None]:
         """The (augmented) image, target bins and the field to leave out of the loss, if any."""
-        config, augment, rng = self.config, self.config.augment, self.rng
+        config, augment, rng = self.config, self.config.augment, rng if rng is not None else self.rng
         image, grasps = sample["image"], sample["grasps"]
         if not grasps:
             raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
@@ -70,12 +70,14 @@ class TrainCollator:
                 masked = int(rng.integers(len(FIELDS)))
         return image, bins, masked
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, samples: list[dict[str, Any]], rng: Any = None) -> dict[str, Any]:
+        """``rng``: the runner's generator for this batch (same augmentation after a resume and with
+        any number of workers); without it, the collator's own stream."""
         from qvl import chat
 
         conversations, masked_fields = [], []
         for sample in samples:
-            image, bins, masked = self.answer_for(sample)
+            image, bins, masked = self.answer_for(sample, rng)
             conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size,
                                               self.config.system_prompt, self.config.instruction))
             masked_fields.append(masked)

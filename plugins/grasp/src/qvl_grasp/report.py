@@ -24,7 +24,7 @@ def predicted_grasp(prediction: dict[str, Any]) -> Grasp | None:
 
 def typical_sizes(config: Any, fallback: list[list[Grasp]]) -> tuple[float, float, str]:
     """Median opening and jaw size of the training rectangles (the baselines' sizes)."""
-    from qvl_grasp.plugin import data_root
+    from qvl_grasp.data import data_root
 
     try:
         records = read_split(config.task.data_format, data_root(config, create=False), "train",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+LABELS_KEY, FRAMES_KEY = "reward_labels", "reward_frames"
+
 
 def conversation(images: list[Any], text: str, size: tuple[int, int]) -> list[dict[str, Any]]:
     width, height = size
@@ -25,7 +27,6 @@ class RewardCollator:
         import torch
 
         from qvl import chat
-        from qvl_reward.plugin import FRAMES_KEY, LABELS_KEY
 
         conversations = [conversation(s["images"], s["text"], self.size) for s in samples]
         batch = chat.conversation_batch(self.processor, conversations, padding_side=self.config.padding_side)

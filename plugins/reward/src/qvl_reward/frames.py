@@ -7,8 +7,9 @@ from typing import Any
 
 import attrs
 
+from qvl.lerobot import LeRobotDataset, LeRobotFormatError, VideoReader
+
 from qvl_reward.labels import classes_of, label_of
-from qvl_reward.lerobot_format import LeRobotDataset, LeRobotFormatError, VideoReader
 
 
 @attrs.frozen

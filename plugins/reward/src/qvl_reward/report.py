@@ -63,7 +63,7 @@ def plot_confusion(matrix: list[list[int]], out: Path, title: str) -> None:
 
 
 def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
-    from qvl_reward.plugin import num_classes, split_frames
+    from qvl_reward.data import num_classes, split_frames
 
     truth = list(dataset.labels) if hasattr(dataset, "labels") else [s["label"] for s in dataset]
     predicted = [p["class"] for p in predictions]

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from qvl_reward.lerobot_writer import Recording, write_dataset
+from qvl.lerobot import Recording, write_dataset
 
 CAMERAS = ("observation.images.cam_high", "observation.images.cam_left_wrist", "observation.images.cam_right_wrist")
 BIN_EDGES = (0.12, 0.3, 0.5)  # distance to goal (table units): <0.12 -> 3, <0.3 -> 2, <0.5 -> 1, else 0

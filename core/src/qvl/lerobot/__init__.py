@@ -1,0 +1,35 @@
+"""LeRobot data sets (v3.0, v2.1): read and write them without the ``lerobot`` package.
+
+Plugins that train on robot trajectories (reward, vqa) share this one reader and writer:
+
+* :class:`LeRobotDataset` reads ``meta/`` (info, episodes, tasks, stats), an episode's frame table
+  and its video frames (:meth:`LeRobotDataset.image`), in v3.0, v2.1 and v2.0;
+* :func:`write_dataset` writes :class:`Recording` episodes as v3.0 or v2.1 (H.264, ``stats.json``,
+  LeRobot's ``tasks.parquet`` layout), and :func:`append_episodes` adds episodes to a data set qvl
+  wrote, atomically;
+* every bad input raises :class:`LeRobotFormatError` (a :class:`qvl.errors.UserError`) naming the
+  file and what was expected.
+
+pyarrow and PyAV are imported only when a file is read or written, so importing this package is cheap.
+"""
+
+from qvl.lerobot.layout import LeRobotFormatError, write_tasks_parquet
+from qvl.lerobot.reader import Episode, LeRobotDataset, VideoSegment
+from qvl.lerobot.stats import feature_stats, merge_stats
+from qvl.lerobot.video import VideoReader, encode_video
+from qvl.lerobot.writer import Recording, append_episodes, write_dataset
+
+__all__ = [
+    "Episode",
+    "LeRobotDataset",
+    "LeRobotFormatError",
+    "Recording",
+    "VideoReader",
+    "VideoSegment",
+    "append_episodes",
+    "encode_video",
+    "feature_stats",
+    "merge_stats",
+    "write_dataset",
+    "write_tasks_parquet",
+]

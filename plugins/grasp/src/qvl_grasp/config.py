@@ -1,0 +1,57 @@
+"""The ``[task]`` settings of the grasp task."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from qvl.config import fraction, non_negative, positive
+from qvl_grasp.augment import AugmentConfig
+
+
+def _model_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
+        raise ValueError(f"'{attribute.name}' must be [width, height], multiples of 32 (the merged "
+                         f"patch size of Qwen3-VL), at least 32; got {value}")
+
+
+@attrs.define
+class SyntheticConfig:
+    """The embedded default data set (``qvl run grasp make-data``)."""
+
+    width: int = attrs.field(default=640, validator=positive)
+    height: int = attrs.field(default=480, validator=positive)
+    train: int = attrs.field(default=800, validator=positive)
+    val: int = attrs.field(default=100, validator=positive)
+    test: int = attrs.field(default=100, validator=positive)
+    position_jitter: float = attrs.field(default=0.12, validator=fraction)
+    orientations: int = attrs.field(default=0, validator=non_negative)
+
+
+@attrs.define
+class EnsembleConfig:
+    """Test-time ensemble: ``H`` crops per image, averaged (circular mean for the angle)."""
+
+    eval: int = attrs.field(default=1, validator=positive)
+    predict: int = attrs.field(default=4, validator=positive)
+    crop: float = attrs.field(default=0.95, validator=fraction)
+
+
+@attrs.define
+class GraspConfig:
+    data_format: Literal["ocid", "cornell", "jacquard"] = "ocid"
+    data_dir: str = ""  # empty: the embedded synthetic OCID-format data, rendered on first use
+    split_files: dict[str, str] = attrs.field(
+        factory=lambda: {"train": "training_0.txt", "val": "validation_0.txt", "test": "test_0.txt"})
+    synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
+    model_image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=_model_size)
+    target: Literal["central", "first", "random"] = "central"
+    augment: AugmentConfig = attrs.field(factory=AugmentConfig)
+    constrained: bool = True
+    loss_vocabulary: Literal["answer", "full"] = "answer"
+    ensemble: EnsembleConfig = attrs.field(factory=EnsembleConfig)
+    max_new_tokens: int = attrs.field(default=32, validator=positive)
+    system_prompt: str = "You are a robot grasp planner."
+    instruction: str = "Give the grasp rectangle as five integers: cx cy theta w h."
+    eval_pictures: int = attrs.field(default=8, validator=non_negative)

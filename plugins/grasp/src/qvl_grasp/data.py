@@ -1,0 +1,72 @@
+"""Where the grasp task's images come from: a data set folder, the synthetic one, or predict inputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import qvl
+
+if TYPE_CHECKING:
+    from qvl.config import RunConfig
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def synthetic_spec(config: RunConfig) -> Any:
+    from qvl_grasp.synthetic import SceneSpec
+
+    s = config.task.synthetic
+    return SceneSpec(width=s.width, height=s.height, train=s.train, val=s.val, test=s.test, seed=config.seed,
+                     position_jitter=s.position_jitter, orientations=s.orientations)
+
+
+def data_root(config: RunConfig, *, create: bool) -> Path:
+    """The data set's folder; the embedded one is rendered here the first time it is needed."""
+    if config.task.data_dir:
+        return Path(config.task.data_dir).expanduser()
+    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
+    if create:
+        render_synthetic(root, config)
+    return root
+
+
+def render_synthetic(root: Path, config: RunConfig) -> Path:
+    """Render the synthetic data set into ``root`` once (reused while its settings are unchanged).
+
+    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
+    """
+    from qvl.build import build_directory, read_marker
+    from qvl_grasp.synthetic import write_dataset
+
+    spec = synthetic_spec(config)
+    fingerprint = {"format": "ocid-synthetic", **attrs.asdict(spec)}
+    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
+        print(f"qvl-grasp: rendering the synthetic OCID-Grasp data set into {root}", file=sys.stderr)
+    return build_directory(root, lambda out: write_dataset(out, spec), kind="dataset", fingerprint=fingerprint,
+                           hint="choose another task.data_dir", info={"plugin": "qvl-grasp"})
+
+
+def make_data(config: RunConfig) -> Path:
+    """Stage ``make-data``: render the synthetic data set (into ``task.data_dir`` when set)."""
+    spec = synthetic_spec(config)
+    root = render_synthetic(data_root(config, create=False), config)
+    print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images in OCID-Grasp layout: {root}")
+    if config.task.data_dir:
+        print(f"  train on it with: --set task.data_dir={str(root)!r}")
+    return root
+
+
+def image_inputs(path: Path) -> list[dict[str, Any]]:
+    """Samples for ``predict.input``: one image, or every image of a folder."""
+    from qvl_grasp.readers import GraspDataError, load_image
+
+    if not path.exists():
+        raise GraspDataError(f"predict.input = {str(path)!r}: no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise GraspDataError(f"predict.input = {str(path)!r}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [{"id": file.name, "image": load_image(file), "grasps": None, "mask": None} for file in files]

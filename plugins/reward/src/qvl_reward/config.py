@@ -1,0 +1,52 @@
+"""The ``[task]`` settings of the reward task."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from qvl.config import fraction, positive
+
+DEFAULT_CAMERAS = ["observation.images.cam_high", "observation.images.cam_left_wrist",
+                   "observation.images.cam_right_wrist"]
+
+
+def _image_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
+        raise ValueError(f"'{attribute.name}' must be [width, height], multiples of 32, at least 32; got {value}")
+
+
+def _optional_positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None:
+        positive(instance, attribute, value)
+
+
+@attrs.define
+class SyntheticConfig:
+    """The embedded default data set (``qvl run reward make-data``)."""
+
+    train_episodes: int = attrs.field(default=24, validator=positive)
+    val_episodes: int = attrs.field(default=8, validator=positive)
+    frames: int = attrs.field(default=24, validator=positive)
+    width: int = attrs.field(default=96, validator=positive)
+    height: int = attrs.field(default=64, validator=positive)
+
+
+@attrs.define
+class RewardConfig:
+    data_dir: str = ""  # empty: the embedded synthetic LeRobot v3.0 dataset, written on first use
+    camera_keys: list[str] = attrs.field(factory=lambda: list(DEFAULT_CAMERAS))
+    task_template: str = "Task: {task}"
+    label_column: str = "reward_bins"
+    num_classes: int | None = attrs.field(default=None, validator=_optional_positive)
+    image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=_image_size)
+    frame_stride: int = attrs.field(default=1, validator=positive)
+    splits: dict[str, str] = attrs.field(factory=dict)
+    val_fraction: float = attrs.field(default=0.2, validator=fraction)
+    padding_side: Literal["left", "right"] = "right"
+    class_weights: list[float] = attrs.field(factory=list)
+    balance_classes: bool = False
+    predict_every: int = attrs.field(default=5, validator=positive)
+    predict_episodes: list[int] = attrs.field(factory=list)
+    synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)

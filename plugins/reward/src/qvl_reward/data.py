@@ -1,0 +1,112 @@
+"""Where the reward task's frames come from: a LeRobot data set folder, or the synthetic one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import qvl
+
+if TYPE_CHECKING:
+    from qvl.config import RunConfig
+
+
+def synthetic_spec(config: RunConfig) -> Any:
+    from qvl_reward.synthetic import EpisodeSpec
+
+    s = config.task.synthetic
+    return EpisodeSpec(train_episodes=s.train_episodes, val_episodes=s.val_episodes, frames=s.frames,
+                       width=s.width, height=s.height, seed=config.seed)
+
+
+def data_root(config: RunConfig, *, create: bool) -> Path:
+    if config.task.data_dir:
+        return Path(config.task.data_dir).expanduser()
+    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
+    if create:
+        write_synthetic_once(root, config)
+    return root
+
+
+def write_synthetic_once(root: Path, config: RunConfig) -> Path:
+    """Write the synthetic data set into ``root`` once (reused while its settings are unchanged).
+
+    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
+    """
+    from qvl.build import build_directory, read_marker
+    from qvl_reward.synthetic import write_synthetic
+
+    spec = synthetic_spec(config)
+    fingerprint = {"format": "lerobot-synthetic-reward", **attrs.asdict(spec)}
+    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
+        print(f"qvl-reward: writing the synthetic LeRobot v3.0 data set into {root}", file=sys.stderr)
+    return build_directory(root, lambda out: write_synthetic(out, spec), kind="dataset", fingerprint=fingerprint,
+                           hint="choose another task.data_dir", info={"plugin": "qvl-reward"})
+
+
+def make_data(config: RunConfig) -> Path:
+    """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
+    spec = synthetic_spec(config)
+    root = write_synthetic_once(data_root(config, create=False), config)
+    print(f"qvl-reward: {spec.train_episodes} train + {spec.val_episodes} val episodes of {spec.frames} frames, "
+          f"3 cameras, LeRobot v3.0: {root}")
+    return root
+
+
+def open_source(config: RunConfig, root: Path | None = None) -> Any:
+    from qvl.lerobot import LeRobotDataset
+
+    return LeRobotDataset(root or data_root(config, create=True), config.task.camera_keys)
+
+
+def split_frames(config: RunConfig, split: str, *, stride: int | None = None, root: Path | None = None,
+                 episodes: list[int] | None = None) -> Any:
+    from qvl_reward.frames import RewardFrames, episodes_of_split
+
+    source = open_source(config, root)
+    if episodes is None:
+        episodes = episodes_of_split(source, split, config.task.val_fraction, config.task.splits)
+    return RewardFrames(source, episodes, config.task.label_column, config.task.task_template,
+                        stride=stride or config.task.frame_stride)
+
+
+def num_classes(config: RunConfig) -> int:
+    """``task.num_classes``, else the length of the label vectors (info.json, else the first row)."""
+    if config.task.num_classes is not None:
+        return config.task.num_classes
+    source = open_source(config)
+    feature = source.features.get(config.task.label_column)
+    if feature is not None and feature.get("shape") and int(feature["shape"][0]) > 1:
+        return int(feature["shape"][0])
+    frames = split_frames(config, "train", stride=10**9)
+    if frames.label_width is None:
+        raise qvl.UserError(f"task.label_column {config.task.label_column!r} holds scalars, which all map to class 0; "
+                         "set task.num_classes (and use a vector label column for real classes)")
+    return frames.label_width
+
+
+_weights: dict[tuple, list[float] | None] = {}
+
+
+def class_weights(config: RunConfig, classes: int) -> list[float] | None:
+    """``task.class_weights``, or inverse class frequencies of the train split (computed once)."""
+    key = (str(data_root(config, create=False)), config.task.label_column, classes,
+           tuple(config.task.class_weights), config.task.balance_classes)
+    if key not in _weights:
+        _weights[key] = _class_weights(config, classes)
+    return _weights[key]
+
+
+def _class_weights(config: RunConfig, classes: int) -> list[float] | None:
+    if config.task.class_weights:
+        if len(config.task.class_weights) != classes:
+            raise qvl.UserError(f"task.class_weights has {len(config.task.class_weights)} values for {classes} classes")
+        return list(config.task.class_weights)
+    if not config.task.balance_classes:
+        return None
+    labels = split_frames(config, "train").labels
+    counts = [max(1, labels.count(c)) for c in range(classes)]
+    return [len(labels) / (classes * n) for n in counts]
