@@ -76,7 +76,7 @@ def test_hook_build_head_of_a_third_party_task_trains_evaluates_predicts_through
     metrics = json.loads((run_dir / "eval" / "val" / "eval.json").read_text())
     assert metrics["samples"] == 16
     assert metrics["accuracy"] >= 0.75  # brightness is linearly readable from the frozen features
-    assert "accuracy" in evaluated.stdout
+    assert f"{'accuracy':<28} {metrics['accuracy']:.4f}" in evaluated.stdout  # the saved number is printed
 
     predicted = run_qvl("run", "brightness", "predict", "--set", "task.samples=4", site=plugin_site, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr

@@ -104,3 +104,16 @@ def test_an_unreadable_image_or_video_names_the_file(qvl_tiny_backbone, tmp_path
                                                  {"type": "text", "text": "what happens?"}]}]
     with pytest.raises(UserError, match=r"clip.mp4: cannot read this video"):
         chat.prompt_batch(qvl_tiny_backbone.processor, [conversation])
+
+
+def test_padding_side_is_chosen_per_call(qvl_tiny_backbone):
+    processor = qvl_tiny_backbone.processor
+    pair = [conversation("red"), conversation("dark purple", text="A much longer question here?")]
+    left = chat.sft_batch(processor, pair, padding_side="left")
+    assert left["attention_mask"][0, 0] == 0 and left["attention_mask"][:, -1].all()
+    right = chat.sft_batch(processor, pair)
+    for row in range(2):  # the same answer tokens are labelled whichever side is padded
+        assert left["labels"][row][left["labels"][row] != -100].tolist() == \
+            right["labels"][row][right["labels"][row] != -100].tolist()
+    prompts = chat.prompt_batch(processor, [conversation(), conversation(text="A longer one?")], padding_side="right")
+    assert prompts["attention_mask"][0, -1] == 0 and processor.tokenizer.padding_side == "right"

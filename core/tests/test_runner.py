@@ -13,7 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
-        qvl_run_stage, qvl_run_dir, qvl_quick_run, tmp_path):
+        qvl_run_stage, qvl_run_dir, qvl_quick_run, tmp_path, qvl_host):
+    from qvl.config import load_config
+
+    qvl_run_stage_task = qvl_host.task
     trained = qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=8")
     assert trained.steps == 2
     run = RunDir(qvl_run_dir)
@@ -34,7 +37,10 @@ def test_hook_build_dataset_build_collator_loss_decode_evaluate_run_end_to_end(
 
     evaluated = qvl_run_stage("colors", "eval", *qvl_quick_run)
     assert evaluated.metrics["samples"] == 4
-    assert 0.0 <= evaluated.metrics["accuracy"] <= 1.0
+    rows = [json.loads(line) for line in (qvl_run_dir / "eval" / "val" / "predictions.jsonl").read_text().splitlines()]
+    colors = load_config(qvl_run_stage_task("colors")).task.colors
+    correct = sum(r["answer"] == colors[int(r["id"].split("-")[1]) % len(colors)] for r in rows)
+    assert evaluated.metrics["accuracy"] == correct / 4  # the metric is recomputed from what was written
     assert evaluated.metrics["baselines"]["majority_class"]["accuracy"] == 0.25  # 4 samples, 4 colours
     saved = json.loads((qvl_run_dir / "eval" / "val" / "eval.json").read_text())
     assert saved == evaluated.metrics

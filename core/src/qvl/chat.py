@@ -105,10 +105,11 @@ def assistant_labels(input_ids: Any, tokenizer: Any) -> Any:
     return labels
 
 
-def sft_batch(processor: Any, conversations: Sequence[Conversation]) -> dict[str, Any]:
-    """Tokenize whole conversations (right-padded) with ``labels`` on the assistant turns only."""
+def sft_batch(processor: Any, conversations: Sequence[Conversation], padding_side: str = "right") -> dict[str, Any]:
+    """Masked-answer SFT: whole conversations tokenized, ``labels`` = -100 on every prompt, image and
+    padding token, so the loss covers the assistant turns (their text and ``<|im_end|>``) only."""
     texts = [processor.apply_chat_template(conv, tokenize=False) for conv in conversations]
-    encoded = _encode(processor, texts, conversations, padding_side="right")
+    encoded = _encode(processor, texts, conversations, padding_side=padding_side)
     batch = dict(encoded)
     labels = assistant_labels(batch["input_ids"], processor.tokenizer)
     labels[batch["attention_mask"] == 0] = IGNORE_INDEX
@@ -118,12 +119,13 @@ def sft_batch(processor: Any, conversations: Sequence[Conversation]) -> dict[str
     return batch
 
 
-def prompt_batch(processor: Any, conversations: Sequence[Conversation]) -> dict[str, Any]:
-    """Tokenize prompts for generation: left-padded, ending with the assistant header."""
+def prompt_batch(processor: Any, conversations: Sequence[Conversation], padding_side: str = "left") -> dict[str, Any]:
+    """Tokenize prompts for generation, ending with the assistant header (left padding, so that every
+    row's new tokens start at the same position)."""
     texts = [
         processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) for conv in conversations
     ]
-    return dict(_encode(processor, texts, conversations, padding_side="left"))
+    return dict(_encode(processor, texts, conversations, padding_side=padding_side))
 
 
 def conversation_batch(processor: Any, conversations: Sequence[Conversation], padding_side: str = "right",

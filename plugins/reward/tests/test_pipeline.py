@@ -30,7 +30,11 @@ def test_make_data_train_eval_predict_on_a_tiny_dataset(qvl_run_stage, qvl_quick
     assert metrics["model"]["samples"] == 12 and metrics["classes"] == 4
     assert sum(map(sum, metrics["model"]["confusion_matrix"])) == 12
     assert set(metrics["model"]["per_class"]) == {"0", "1", "2", "3"}
-    assert 0 <= metrics["baselines"]["majority_class"]["accuracy"] <= 1
+    confusion = metrics["model"]["confusion_matrix"]  # rows: true class
+    true_counts = [sum(row) for row in confusion]
+    assert metrics["model"]["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(4)) / 12)
+    majority = metrics["baselines"]["majority_class"]
+    assert majority["accuracy"] == pytest.approx(true_counts[majority["class"]] / 12)
     assert json.loads((evaluated.out_dir / "confusion_matrix.json").read_text())["matrix"] == \
         metrics["model"]["confusion_matrix"]
     assert (evaluated.out_dir / "confusion_matrix.png").stat().st_size > 5000
