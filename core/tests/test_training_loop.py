@@ -73,8 +73,9 @@ class Vectors:
         recorder = self
 
         def collate(samples, rng):
-            recorder.collate_rngs.append((tuple(s["id"] for s in samples), float(rng.random())))
-            return {"x": torch.stack([s["x"] for s in samples]), "y": torch.stack([s["y"] for s in samples])}
+            # the draw rides in the batch: with DataLoader workers, collation runs in other processes
+            return {"x": torch.stack([s["x"] for s in samples]), "y": torch.stack([s["y"] for s in samples]),
+                    "ids": tuple(s["id"] for s in samples), "draw": float(rng.random())}
 
         return collate
 
@@ -88,6 +89,7 @@ class Vectors:
         if task.name != "vectors":
             return None
         assert head.weight.dtype == torch.float32
+        self.collate_rngs.append((batch["ids"], batch["draw"]))
         loss = torch.nn.functional.mse_loss(head(batch["x"]).squeeze(-1), batch["y"])
         if step == config.task.nan_at_step:
             loss = loss * float("nan")
@@ -95,8 +97,8 @@ class Vectors:
 
     @qvl.hookimpl
     def decode(self, task, head, batch):
-        if task.name == "vectors":
-            return [{"y": float(v)} for v in head(batch["x"]).squeeze(-1)]
+        if task.name == "vectors":  # "noise" stands for a sampling decoder or test-time augmentation
+            return [{"y": float(v), "noise": float(torch.rand(()))} for v in head(batch["x"]).squeeze(-1)]
 
     @qvl.hookimpl
     def evaluate(self, task, predictions, dataset):
@@ -243,6 +245,24 @@ def test_collators_get_an_rng_seeded_by_the_batch_so_resume_repeats_augmentation
     run_stage(host, "vectors", "train", run_dir=tmp_path / "b", resume=True)
     resumed = dict(plugin.collate_rngs)
     assert len(resumed) >= 2 and all(straight[ids] == draw for ids, draw in resumed.items())
+
+
+def test_augmentation_draws_do_not_depend_on_the_number_of_workers(vectors, tmp_path):
+    host, plugin = vectors
+    run_stage(host, "vectors", "train", overrides=("train.steps=4",), run_dir=tmp_path / "a")
+    alone = dict(plugin.collate_rngs)
+    plugin.collate_rngs.clear()
+    run_stage(host, "vectors", "train", overrides=("train.steps=4", "train.num_workers=2"), run_dir=tmp_path / "b")
+    assert dict(plugin.collate_rngs) == alone and len(alone) == 4
+
+
+def test_evaluation_is_seeded_and_repeatable(vectors, tmp_path):
+    host, _ = vectors
+    run_stage(host, "vectors", "train", overrides=QUICK, run_dir=tmp_path / "run")
+    first = run_stage(host, "vectors", "eval", run_dir=tmp_path / "run").predictions
+    torch.rand(5)  # whatever ran before
+    again = run_stage(host, "vectors", "eval", run_dir=tmp_path / "run").predictions
+    assert first == again and len({p["noise"] for p in first}) == 8
 
 
 def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(vectors, tmp_path):
