@@ -125,7 +125,7 @@ def metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_task_that_trains_on_features_loads_no_backbone(vectors, tmp_path):
+def test_hook_uses_backbone_false_means_no_backbone_is_loaded(vectors, tmp_path):
     host, plugin = vectors
     result = run_stage(host, "vectors", "train", overrides=QUICK, run_dir=tmp_path / "run")
     assert result.steps == 6 and plugin.backbone_stages == []
@@ -136,7 +136,7 @@ def test_a_task_that_trains_on_features_loads_no_backbone(vectors, tmp_path):
     assert evaluated.metrics["samples"] == 8 and evaluated.checkpoint.name == "step-00000006"
 
 
-def test_validation_logs_every_n_steps_and_keeps_the_best_checkpoint(vectors, tmp_path):
+def test_hook_validate_default_logs_every_n_steps_and_keeps_the_best_checkpoint(vectors, tmp_path):
     host, _ = vectors
     run_dir = tmp_path / "run"
     result = run_stage(host, "vectors", "train", run_dir=run_dir,
@@ -223,7 +223,7 @@ def test_epochs_replace_steps(vectors, tmp_path):
     assert result.steps == 3  # 10 samples, batch 4: 2 batches an epoch, 2 per optimizer step
 
 
-def test_param_groups_hook_sets_per_module_rates_and_must_cover_every_parameter(vectors, tmp_path):
+def test_hook_param_groups_sets_per_module_rates_and_must_cover_every_parameter(vectors, tmp_path):
     host, plugin = vectors
     plugin.groups = lambda head: [{"params": [head.weight], "lr": 0.01}, {"params": [head.bias], "lr": 0.02}]
     run_stage(host, "vectors", "train", overrides=("train.steps=1",), run_dir=tmp_path / "a")
@@ -330,3 +330,21 @@ def test_a_tasks_own_stage_receives_what_it_names(vectors, tmp_path):
     assert seen["checkpoint"] == tmp_path / "run" / "checkpoints" / "step-00000006"
     with pytest.raises(TypeError, match=r"stage 'bad' of task 'vectors' asks for \['colour'\]"):
         run_stage(host, "vectors", "bad")
+
+
+def test_hook_validate_replaced_by_a_task_picks_the_best_by_its_own_metric(vectors, tmp_path):
+    host, _ = vectors
+    calls = []
+
+    class Rollouts:
+        @qvl.hookimpl(tryfirst=True)
+        def validate(self, task, head, step, accelerator):
+            if task.name == "vectors":
+                calls.append((step, head.training))
+                return {"val/success": [0.2, 0.9, 0.5][len(calls) - 1]}
+
+    host.pm.register(Rollouts(), name="rollouts")
+    result = run_stage(host, "vectors", "train", run_dir=tmp_path / "run",
+                       overrides=("train.steps=6", "train.eval_every=2", 'train.best_metric="val/success"'))
+    assert calls == [(2, False), (4, False), (6, False)]  # in eval mode
+    assert result.best == {"metric": "val/success", "value": 0.9, "step": 4}
