@@ -22,7 +22,7 @@ def _write(files: dict[str, str]):
     return build
 
 
-def test_builds_with_a_marker_and_reuses_while_the_fingerprint_matches(tmp_path):
+def test_builds_with_a_marker_and_reuses_while_the_fingerprint_matches(tmp_path, capsys):
     target = tmp_path / "data"
     calls = []
 
@@ -30,12 +30,14 @@ def test_builds_with_a_marker_and_reuses_while_the_fingerprint_matches(tmp_path)
         calls.append(out)
         (out / "a.txt").write_text("one")
 
-    build_directory(target, build, kind="dataset", fingerprint={"n": 1}, info={"plugin": "test"})
+    build_directory(target, build, kind="dataset", fingerprint={"n": 1}, info={"plugin": "test"},
+                    announce="building data")
+    assert capsys.readouterr().err == "building data\n"
     marker = read_marker(target)
     assert marker["kind"] == "dataset" and marker["fingerprint"] == {"n": 1} and marker["plugin"] == "test"
     assert (target / "a.txt").read_text() == "one"
-    build_directory(target, build, kind="dataset", fingerprint={"n": 1})
-    assert len(calls) == 1  # reused
+    build_directory(target, build, kind="dataset", fingerprint={"n": 1}, announce="building data")
+    assert len(calls) == 1 and capsys.readouterr().err == ""  # reused, silently
     build_directory(target, _write({"b.txt": "two"}), kind="dataset", fingerprint={"n": 2})
     assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "b.txt"])  # replaced whole
     build_directory(target, _write({"c.txt": "3"}), kind="dataset", fingerprint={"n": 2}, force=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -71,6 +72,7 @@ def build_directory(
     force: bool = False,
     hint: str = "choose another folder",
     info: Mapping[str, Any] | None = None,
+    announce: str | None = None,
 ) -> Path:
     """Make ``target`` hold what ``build(tmp_dir)`` writes, built at most once.
 
@@ -82,6 +84,7 @@ def build_directory(
     :param force: rebuild even when the fingerprint matches (``make-data`` asked explicitly).
     :param hint: the end of the error when ``target`` is a user's non-empty folder.
     :param info: extra fields recorded in the marker (the config that produced it, counts).
+    :param announce: printed to stderr when a build actually starts (not when the folder is reused).
     :returns: ``target``.
     :raises UserError: ``target`` exists, is not empty and has no qvl marker.
     """
@@ -96,6 +99,8 @@ def build_directory(
         if existing is not None and not force and existing.get("fingerprint") == wanted:
             return target
         _remove_leftovers(target)
+        if announce:
+            print(announce, file=sys.stderr)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent))
         try:
             build(tmp)

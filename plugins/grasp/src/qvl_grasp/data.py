@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +38,14 @@ def render_synthetic(root: Path, config: RunConfig) -> Path:
 
     Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
     """
-    from qvl.build import build_directory, read_marker
+    from qvl.build import build_directory
     from qvl_grasp.synthetic import write_dataset
 
     spec = synthetic_spec(config)
-    fingerprint = {"format": "ocid-synthetic", **attrs.asdict(spec)}
-    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
-        print(f"qvl-grasp: rendering the synthetic OCID-Grasp data set into {root}", file=sys.stderr)
-    return build_directory(root, lambda out: write_dataset(out, spec), kind="dataset", fingerprint=fingerprint,
-                           hint="choose another task.data_dir", info={"plugin": "qvl-grasp"})
+    return build_directory(root, lambda out: write_dataset(out, spec), kind="dataset",
+                           fingerprint={"format": "ocid-synthetic", **attrs.asdict(spec)},
+                           hint="choose another task.data_dir", info={"plugin": "qvl-grasp"},
+                           announce=f"qvl-grasp: rendering the synthetic OCID-Grasp data set into {root}")
 
 
 def make_data(config: RunConfig) -> Path:
