@@ -10,35 +10,50 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("QVL_CACHE", str(ROOT / ".venv" / "qvl-cache"))
 
 
+def _readme_block(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(f"<!-- {marker}:start -->"):text.index(f"<!-- {marker}:end -->")]
+    return block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+
+
 def readme_plugin_example() -> str:
     """The one-file plugin of the README's guide, between its two markers."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("<!-- plugin-example:start -->")
-    end = text.index("<!-- plugin-example:end -->")
-    block = text[start:end]
-    return block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+    return _readme_block("plugin-example")
+
+
+def readme_sft_example() -> str:
+    """The guide's second one-file plugin, the LM-head SFT counting task (``qvl-count``)."""
+    return _readme_block("sft-example")
+
+
+def _one_file_distribution(work: Path, name: str, entry_point: str, code: str) -> Path:
+    """A folder pip can install: ``qvl-NAME`` with one module and one ``qvl`` entry point."""
+    module = name.replace("-", "_")
+    folder = work / name
+    folder.mkdir()
+    (folder / f"{module}.py").write_text(code)
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "0.1.0"\ndependencies = ["qvl-core"]\n'
+        f'[project.entry-points.qvl]\n{entry_point} = "{module}"\n'
+        f'[tool.setuptools]\npy-modules = ["{module}"]\n'
+    )
+    return folder
 
 
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory) -> Path:
     """Real distributions installed with pip into a private site directory.
 
-    The README's example (``qvl-brightness``), a plugin that replaces/wraps hooks of the built-in
+    The README's examples (``qvl-brightness``, ``qvl-count``), a plugin that replaces/wraps hooks of the built-in
     ``colors`` task, one that fails to import, one with a misspelled hook and one whose hook asks
     for an argument no spec has.
     """
     work = tmp_path_factory.mktemp("plugins")
-    example = work / "qvl-brightness"
-    example.mkdir()
-    (example / "qvl_brightness.py").write_text(readme_plugin_example())
-    (example / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "qvl-brightness"\nversion = "0.1.0"\ndependencies = ["qvl-core"]\n'
-        '[project.entry-points.qvl]\nbrightness = "qvl_brightness"\n'
-        '[tool.setuptools]\npy-modules = ["qvl_brightness"]\n'
-    )
+    examples = [_one_file_distribution(work, "qvl-brightness", "brightness", readme_plugin_example()),
+                _one_file_distribution(work, "qvl-count", "count", readme_sft_example())]
     site = work / "site"
-    sources = [example, *(FIXTURES / name for name in ("qvl-colors-extra", "qvl-broken", "qvl-typo", "qvl-badargs",
+    sources = [*examples, *(FIXTURES / name for name in ("qvl-colors-extra", "qvl-broken", "qvl-typo", "qvl-badargs",
                                                        "qvl-vectors"))]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("tasks", help="list installed tasks as JSON")
     commands.add_parser("plugins", help="list installed plugins, their hooks and load errors as JSON")
+
+    new = commands.add_parser("new-plugin", help="write a new plugin package qvl-NAME (with tests) to start from")
+    new.add_argument("name", help="task name: letters, digits, '-' or '_'")
+    new.add_argument("--dir", default=".", help="folder to create qvl-NAME/ in (default: the current one)")
+    new.add_argument("--kind", choices=("sft", "head"), default="sft",
+                     help="sft: the LM head learns to write answers (default); head: a classifier head")
     return parser
 
 
@@ -89,6 +95,12 @@ def _command(args: argparse.Namespace) -> int:
 
         host = _host()
         print(to_toml(load_config(host.task(args.task), args.config, args.overrides)), end="")
+        return 0
+    if args.command == "new-plugin":
+        from qvl.scaffold import new_plugin
+
+        target = new_plugin(args.name, args.dir, args.kind)
+        print(f"wrote {target}\nnext: cd {target} && pip install -e . && python -m pytest")
         return 0
     if args.command == "run":
         from qvl.runner.inference import InferenceResult, format_metrics

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from qvl.errors import UserError
+from qvl.shards import ShardStore, ShardWriter
 
 if TYPE_CHECKING:
     import torch
@@ -315,43 +316,10 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-class FeatureStore:
-    """A built feature folder, read lazily: each sample's tensors come memory-mapped from its shard."""
+class FeatureStore(ShardStore):
+    """A built feature folder, read lazily: ``store[id]`` gives that sample's tensors, memory-mapped."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        index = json.loads((self.folder / "index.json").read_text(encoding="utf-8"))
-        self.ids: list[str] = index["ids"]
-        self.keys: list[str] = index["keys"]
-        self._shards: list[str] = index["shards"]
-        self._position = {sample_id: i for i, sample_id in enumerate(self.ids)}
-        self._open: dict[int, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # open shards are not picklable; a DataLoader worker reopens its own
-        return {**self.__dict__, "_open": {}}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __contains__(self, sample_id: object) -> bool:
-        return sample_id in self._position
-
-    def __getitem__(self, sample_id: str) -> dict[str, torch.Tensor]:
-        from safetensors import safe_open
-
-        try:
-            position = self._position[str(sample_id)]
-        except KeyError:
-            raise KeyError(f"{sample_id!r} is not in the feature cache {self.folder}") from None
-        shard = position // SHARD_SAMPLES
-        handle = self._open.get(shard)
-        if handle is None:
-            handle = self._open[shard] = safe_open(str(self.folder / self._shards[shard]), framework="pt")
-        return {key: handle.get_tensor(f"{position}.{key}") for key in self.keys}
-
-    def get(self, ids: Sequence[str]) -> list[dict[str, torch.Tensor]]:
-        return [self[sample_id] for sample_id in ids]
+    kind = "feature cache"
 
 
 class FeatureCache:
@@ -407,28 +375,17 @@ class FeatureCache:
         return FeatureStore(target)
 
     def _write(self, out: Path, ids: list[str], make_inputs: Callable, batch_size: int, progress: bool) -> None:
-        from safetensors.torch import save_file
         from tqdm.auto import tqdm
 
-        shards: list[str] = []
-        keys: list[str] = []
-        pending: dict[str, Any] = {}
+        writer = ShardWriter(out, shard_size=SHARD_SAMPLES)
         bar = tqdm(total=len(ids), desc="features", unit="sample", disable=not progress)
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
-            inputs = make_inputs(chunk)
-            features = extract(self.backbone, inputs, self.spec)
+            features = extract(self.backbone, make_inputs(chunk), self.spec)
             if len(features) != len(chunk):
                 raise ValueError(f"make_inputs gave {len(features)} samples for {len(chunk)} ids")
-            for offset, sample in enumerate(features):
-                position = start + offset
-                keys = keys or sorted(sample)
-                pending.update({f"{position}.{key}": value.contiguous() for key, value in sample.items()})
-                if (position + 1) % SHARD_SAMPLES == 0 or position + 1 == len(ids):
-                    shards.append(f"shard-{len(shards):05d}.safetensors")
-                    save_file(pending, str(out / shards[-1]))
-                    pending = {}
+            for sample_id, sample in zip(chunk, features):
+                writer.add(sample_id, sample)
             bar.update(len(chunk))
         bar.close()
-        index = {"ids": ids, "keys": keys, "shards": shards, "spec": attrs.asdict(self.spec)}
-        (out / "index.json").write_text(json.dumps(index), encoding="utf-8")
+        writer.close(spec=attrs.asdict(self.spec))
