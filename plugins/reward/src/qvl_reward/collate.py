@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 LABELS_KEY, FRAMES_KEY = "reward_labels", "reward_frames"
+FEATURES_KEY = "reward_features"  # cached mode: [B, width] feature vectors instead of model inputs
 
 
 def conversation(images: list[Any], text: str, size: tuple[int, int]) -> list[dict[str, Any]]:

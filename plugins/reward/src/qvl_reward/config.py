@@ -34,6 +34,24 @@ class SyntheticConfig:
 
 
 @attrs.define
+class CachedFeaturesConfig:
+    """``task.features = "cached"``: what the frozen backbone's feature cache holds and the head on it.
+
+    The defaults read what the end-to-end mode reads (the final layer at the last real token, as
+    ``text = "last"``) plus each camera's image tokens pooled to a 2x2 grid, all from the same
+    conversation: with frozen weights the last token alone carries too little of the images.
+    """
+
+    layer: int | None = -1  # hidden_states index (-1: final norm, None: middle layer)
+    pooling: str = "grid:4"  # per camera image: "none" is refused (variable width), "mean" or "grid:N"
+    text: Literal["none", "mean", "last"] = "last"
+    head_hidden: int = attrs.field(default=256, validator=attrs.validators.ge(0))  # 0: a linear head
+    dropout: float = attrs.field(default=0.1, validator=fraction)
+    batch_size: int = attrs.field(default=16, validator=positive)  # samples per forward while building
+    root: str = ""  # cache folders live in root/<fingerprint hash>; empty: qvl's cache dir /features
+
+
+@attrs.define
 class RewardConfig:
     data_dir: str = ""  # empty: the embedded synthetic LeRobot v3.0 dataset, written on first use
     camera_keys: list[str] = attrs.field(factory=lambda: list(DEFAULT_CAMERAS))
@@ -50,3 +68,7 @@ class RewardConfig:
     predict_every: int = attrs.field(default=5, validator=positive)
     predict_episodes: list[int] = attrs.field(factory=list)
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
+    # "end-to-end": the backbone runs (and trains) every step; "cached": frozen backbone, features
+    # computed once into a qvl.features cache and a head trained on them (see qvl_reward.cached)
+    features: Literal["end-to-end", "cached"] = "end-to-end"
+    cached: CachedFeaturesConfig = attrs.field(factory=CachedFeaturesConfig)

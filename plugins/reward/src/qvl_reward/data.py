@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +35,14 @@ def write_synthetic_once(root: Path, config: RunConfig) -> Path:
 
     Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
     """
-    from qvl.build import build_directory, read_marker
+    from qvl.build import build_directory
     from qvl_reward.synthetic import write_synthetic
 
     spec = synthetic_spec(config)
-    fingerprint = {"format": "lerobot-synthetic-reward", **attrs.asdict(spec)}
-    if (read_marker(root) or {}).get("fingerprint") != fingerprint:
-        print(f"qvl-reward: writing the synthetic LeRobot v3.0 data set into {root}", file=sys.stderr)
-    return build_directory(root, lambda out: write_synthetic(out, spec), kind="dataset", fingerprint=fingerprint,
-                           hint="choose another task.data_dir", info={"plugin": "qvl-reward"})
+    return build_directory(root, lambda out: write_synthetic(out, spec), kind="dataset",
+                           fingerprint={"format": "lerobot-synthetic-reward", **attrs.asdict(spec)},
+                           hint="choose another task.data_dir", info={"plugin": "qvl-reward"},
+                           announce=f"qvl-reward: writing the synthetic LeRobot v3.0 data set into {root}")
 
 
 def make_data(config: RunConfig) -> Path:

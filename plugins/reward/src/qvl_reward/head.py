@@ -41,3 +41,34 @@ def pooled_states(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     """
     outputs = model(**batch, output_hidden_states=True, logits_to_keep=1)
     return last_token_pool(outputs.hidden_states[-1], batch["attention_mask"])
+
+
+class FeatureHead(nn.Module):
+    """The cached mode's head: layer norm, then an MLP (``hidden`` > 0) or a linear layer.
+
+    The norm matters because frozen features are not scaled for the head: a random or
+    pretrained backbone's hidden states differ in scale by orders of magnitude between
+    dimensions, which a lone linear layer trained with one learning rate handles poorly.
+    """
+
+    def __init__(self, width: int, num_classes: int, hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        if hidden:
+            self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, num_classes))
+        else:
+            self.mlp = nn.Linear(width, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(features.float()))
+
+
+def logits_of(backbone: Any, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """The head's logits for a batch of either mode: cached feature vectors, or model inputs."""
+    from qvl_reward.collate import FEATURES_KEY, FRAMES_KEY, LABELS_KEY
+
+    if FEATURES_KEY in batch:
+        return head(batch[FEATURES_KEY]).float()
+    inputs = {k: v for k, v in batch.items() if k not in (LABELS_KEY, FRAMES_KEY)}
+    return head(pooled_states(backbone.model, inputs)).float()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import qvl
+from qvl_reward import cached
 from qvl_reward.collate import FRAMES_KEY, LABELS_KEY
 from qvl_reward.config import RewardConfig
 from qvl_reward.data import class_weights, make_data, num_classes, open_source, split_frames
@@ -19,7 +20,7 @@ TASK = qvl.Task(
     name=TASK_NAME,
     config_class=RewardConfig,
     description="Reward bin of a robot frame from several cameras + task text (LeRobot v3.0 / v2.1), "
-                "last-token pooling + linear head",
+                "last-token pooling + linear head; task.features=cached: a head on cached frozen features",
     defaults={
         # the head reads hidden states only: the 151,936-row token embedding needs no update, and
         # freezing it makes a CPU step several times faster
@@ -39,9 +40,22 @@ def register_tasks(register: Any) -> None:
 
 
 @qvl.hookimpl
+def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
+    if task.name != TASK_NAME:
+        return None
+    # cached mode: every stage's samples carry their features (built by the plugin's own extractor)
+    return False if cached.enabled(config) else None
+
+
+@qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
     if task.name != TASK_NAME:
         return None
+    frames = _frames(config, split)
+    return cached.with_features(config, frames) if cached.enabled(config) else frames
+
+
+def _frames(config: RunConfig, split: str) -> Any:
     if split != "predict":
         return split_frames(config, split)
     root = Path(config.predict.input).expanduser() if config.predict.input else None
@@ -59,6 +73,8 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
     if task.name != TASK_NAME:
         return None
+    if cached.enabled(config):
+        return cached.CachedCollator(with_labels=stage == "train")
     from qvl_reward.collate import RewardCollator
 
     return RewardCollator(config.task, backbone.processor, with_labels=stage == "train")
@@ -68,6 +84,8 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
     if task.name != TASK_NAME:
         return None
+    if cached.enabled(config):
+        return cached.build_head(config, num_classes(config))
     from qvl_reward.head import RewardHead
 
     return RewardHead(backbone.hidden_size, num_classes(config), dtype=backbone.dtype)
@@ -80,10 +98,9 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch
     import torch
     import torch.nn.functional as F
 
-    from qvl_reward.head import pooled_states
+    from qvl_reward.head import logits_of
 
-    inputs = {k: v for k, v in batch.items() if k not in (LABELS_KEY, FRAMES_KEY)}
-    logits = head(pooled_states(backbone.model, inputs)).float()
+    logits = logits_of(backbone, head, batch)
     labels = batch[LABELS_KEY]
     weights = class_weights(config, logits.shape[-1])
     weight = torch.tensor(weights, device=logits.device) if weights else None
@@ -96,10 +113,9 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch
 def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any]) -> list[dict] | None:
     if task.name != TASK_NAME:
         return None
-    from qvl_reward.head import pooled_states
+    from qvl_reward.head import logits_of
 
-    inputs = {k: v for k, v in batch.items() if k not in (LABELS_KEY, FRAMES_KEY)}
-    probabilities = head(pooled_states(backbone.model, inputs)).float().softmax(dim=-1)
+    probabilities = logits_of(backbone, head, batch).softmax(dim=-1)
     return [{"episode": episode, "frame": frame, "timestamp": timestamp, "class": int(p.argmax()),
              "probabilities": [round(float(v), 5) for v in p]}
             for (episode, frame, timestamp), p in zip(batch[FRAMES_KEY], probabilities)]
