@@ -128,3 +128,17 @@ def test_unknown_format_in_the_config_is_a_config_error_naming_the_key(qvl_host)
     text = "\n".join(caught.value.problems)
     assert "task.data_format: expected one of 'ocid', 'cornell', 'jacquard', got 'coco'" in text
     assert "task.target: expected one of 'central', 'first', 'random', got 'best'" in text
+
+
+def test_training_reads_no_masks(ocid, monkeypatch, qvl_host):
+    from qvl.config import load_config
+
+    from qvl_grasp import readers
+
+    opened = []
+    monkeypatch.setattr(readers, "load_mask", lambda path: opened.append(path))
+    task = qvl_host.task("grasp")
+    config = load_config(task, overrides=[f"task.data_dir={str(ocid)!r}"])
+    train = qvl_host.call("build_dataset", task=task, config=config, split="train")
+    assert train[0]["mask"] is None and opened == []
+    assert read_split("ocid", ocid, "train", SPLITS)[0]["mask"] is None and len(opened) == 1  # eval reads it

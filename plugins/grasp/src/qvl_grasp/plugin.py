@@ -52,7 +52,7 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
             return image_inputs(Path(config.predict.input))
         split = config.predict.split
     root = data_root(config, create=True)
-    return read_split(config.task.data_format, root, split, config.task.split_files)
+    return read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train")
 
 
 @qvl.hookimpl

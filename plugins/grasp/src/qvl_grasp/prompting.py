@@ -59,19 +59,29 @@ def mask_field_labels(labels: Any, tokenizer: Any, rows_fields: list[int | None]
     """Drop one answer field's digit tokens from the loss, per row (``None``: keep all).
 
     Qwen's tokenizer writes every digit and every space as its own token, so a field is the run of
-    digit tokens after its n-th space.
+    digit tokens after its n-th space: counting space tokens with a cumulative sum finds it for the
+    whole batch at once (decoding token by token cost about 1 ms a step).
     """
-    for row, field in enumerate(rows_fields):
-        if field is None:
-            continue
-        positions = (labels[row] != ignore_index).nonzero().flatten().tolist()
-        current = 0
-        for position in positions:
-            text = tokenizer.decode([int(labels[row, position])])
-            current += len(text) - len(text.lstrip(" "))
-            if any(ch.isdigit() for ch in text) and current == field:
-                labels[row, position] = ignore_index
+    import torch
+
+    rows = [row for row, field in enumerate(rows_fields) if field is not None]
+    if not rows:
+        return labels
+    digits, space = _answer_token_ids(tokenizer)
+    fields = torch.tensor([rows_fields[row] for row in rows], device=labels.device).unsqueeze(1)
+    chosen = labels[rows]
+    spaces_before = torch.cumsum(chosen == space, dim=1)
+    is_digit = torch.isin(chosen, torch.tensor(digits, device=labels.device))
+    chosen[is_digit & (spaces_before == fields)] = ignore_index
+    labels[rows] = chosen
     return labels
+
+
+def _answer_token_ids(tokenizer: Any) -> tuple[list[int], int]:
+    """The ids of the ten digit tokens and of the single-space token."""
+    digits = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    (space,) = tokenizer.encode(" ", add_special_tokens=False)
+    return digits, space
 
 
 def crops_for(width: int, height: int, members: int, keep: float, seed: int) -> list[Crop]:

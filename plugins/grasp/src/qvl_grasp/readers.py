@@ -185,10 +185,15 @@ def load_mask(path: Path) -> Any:
 
 
 class GraspDataset(Sequence):
-    """Records whose images (and masks) are read when a sample is accessed."""
+    """Records whose images (and masks) are read when a sample is accessed.
 
-    def __init__(self, records: Sequence[GraspRecord]) -> None:
+    ``with_masks=False`` skips the object masks, which only evaluation's baselines read: decoding
+    a second PNG per sample is wasted in training.
+    """
+
+    def __init__(self, records: Sequence[GraspRecord], with_masks: bool = True) -> None:
         self.records = list(records)
+        self.with_masks = with_masks
 
     def __len__(self) -> int:
         return len(self.records)
@@ -196,13 +201,14 @@ class GraspDataset(Sequence):
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         record = self.records[index]
         return {"id": record.id, "image": load_image(record.image_path), "grasps": list(record.grasps),
-                "mask": load_mask(record.mask_path) if record.mask_path is not None else None}
+                "mask": load_mask(record.mask_path) if self.with_masks and record.mask_path is not None else None}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self[i] for i in range(len(self)))
 
 
-def read_split(data_format: str, root: Path, split: str, split_files: dict[str, str]) -> GraspDataset:
+def read_split(data_format: str, root: Path, split: str, split_files: dict[str, str],
+               with_masks: bool = True) -> GraspDataset:
     """One split of a data set in ``data_format`` (``ocid``, ``cornell`` or ``jacquard``)."""
     if not root.is_dir():
         raise GraspDataError(f"task.data_dir = {str(root)!r}: no such folder")
@@ -218,4 +224,4 @@ def read_split(data_format: str, root: Path, split: str, split_files: dict[str, 
         raise GraspDataError(f"task.data_format = {data_format!r}; expected 'ocid', 'cornell' or 'jacquard'")
     if not records:
         raise GraspDataError(f"{root}: no {data_format} images in split {split!r}")
-    return GraspDataset(records)
+    return GraspDataset(records, with_masks=with_masks)
