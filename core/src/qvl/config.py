@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import re
 import sys
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -48,6 +49,11 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
 def fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
+
+
+def _workers(instance: Any, attribute: attrs.Attribute, value: int | str) -> None:
+    if value != "auto":
+        non_negative(instance, attribute, value)
 
 
 @attrs.define
@@ -111,7 +117,8 @@ class TrainConfig:
     log_every: int = attrs.field(default=10, validator=positive)
     save_every: int = attrs.field(default=0, validator=non_negative)
     keep_checkpoints: int = attrs.field(default=2, validator=positive)
-    num_workers: int = attrs.field(default=0, validator=non_negative)
+    # DataLoader worker processes (persistent, prefetching); "auto": measured best for this machine
+    num_workers: int | Literal["auto"] = attrs.field(default="auto", validator=_workers)
     ddp_find_unused_parameters: bool = False
     # validation during training (0: off); the best checkpoint is kept as checkpoints/best
     eval_every: int = attrs.field(default=0, validator=non_negative)
@@ -234,6 +241,19 @@ def _make_converter() -> cattrs.Converter:
         return value
 
     conv.register_structure_hook_func(is_literal, struct_literal)
+
+    def is_int_or_choice(tp: Any) -> bool:
+        args = typing.get_args(tp)
+        return (typing.get_origin(tp) in (typing.Union, types.UnionType) and int in args
+                and all(a is int or typing.get_origin(a) is Literal for a in args))
+
+    def struct_int_or_choice(value: Any, tp: Any) -> Any:
+        choices = [c for a in typing.get_args(tp) if a is not int for c in typing.get_args(a)]
+        if value in choices or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected an integer or one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+    conv.register_structure_hook_func(is_int_or_choice, struct_int_or_choice)
     return conv
 
 

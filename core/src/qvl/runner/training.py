@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +115,11 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         config = attrs.evolve(config, train=attrs.evolve(tc, steps=steps))
         tc = config.train
     collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage="train")
+    workers = auto_workers() if tc.num_workers == "auto" else tc.num_workers
     loader = torch.utils.data.DataLoader(
         IndexedSamples(train_data), batch_size=tc.batch_size, shuffle=True, drop_last=True,
         collate_fn=CollateWithIds(collate, seed=config.seed, rank=accelerator.process_index),
-        num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0,
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )
 
     def compute_loss(head: Any, batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any]:
@@ -162,8 +165,8 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         head_params = sum(p.numel() for p in head.parameters()) if head is not None else 0
         eprint(f"qvl: training {task.name} on {described}"
                + (f", head {head_params / 1e6:.3f} M" if head is not None else "")
-               + f"; {steps} steps; {accelerator.num_processes} process(es) on {accelerator.device}; "
-                 f"run dir {run.path}")
+               + f"; {steps} steps; {accelerator.num_processes} process(es) on {accelerator.device}, "
+                 f"{workers} data worker(s) each; run dir {run.path}")
 
     log = MetricsLog(run.path, enabled=accelerator.is_main_process)
     samples_dir = run.path / "samples"
@@ -207,6 +210,9 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
 
     set_modes()
     window: dict[str, list[Any]] = {}
+    waits: list[float] = []  # seconds each batch was waited for, since the last log line
+    step_marks: list[int] = []
+    window_started = time.perf_counter()
     last_loss: float | None = None
     last_saved = None
     stopped_early = checked_keys = False
@@ -215,7 +221,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
             loader.set_epoch(state.epoch)
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
             finished_epoch = True
-            for batch in batches:
+            for batch in timed(batches, waits):
                 with accelerator.accumulate(module):
                     out = module(batch["inputs"], step=state.step, max_steps=steps)
                     if not checked_keys:
@@ -238,14 +244,20 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
                 step_lr = scheduler.get_last_lr()[0]  # the rate this optimizer step used
                 scheduler.step()
                 state.step += 1
+                step_marks.append(state.step)
                 progress.update(1)
                 if state.step % tc.log_every == 0 or state.step == steps:
                     values = {k: accelerator.reduce(torch.stack(v).mean(), reduction="mean").item()
                               for k, v in window.items()}
                     window.clear()
                     values["lr"] = step_lr
+                    now = time.perf_counter()
+                    values["step_s"] = (now - window_started) / max(1, len(step_marks))
+                    values["data_wait_s"] = sum(waits) / max(1, len(step_marks))  # per optimizer step
+                    window_started, step_marks[:], waits[:] = now, [], []
                     last_loss = values["loss"]
                     postfix["loss"] = f"{last_loss:.4f}"
+                    postfix["data wait"] = f"{values['data_wait_s'] / max(values['step_s'], 1e-9):.0%}"
                     progress.set_postfix(postfix)
                     log.log(state.step, values)
                 if tc.eval_every and (state.step % tc.eval_every == 0 or state.step == steps):
@@ -280,6 +292,29 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
     accelerator.wait_for_everyone()
     return TrainResult(run_dir=run, steps=state.step, final_loss=last_loss, checkpoint=last_saved,
                        loss_plot=plot, best=best, stopped_early=stopped_early)
+
+
+def timed(batches: Iterable[Any], waits: list[float]) -> Iterator[Any]:
+    """Yield the batches, appending to ``waits`` how long each one was waited for."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        waits.append(time.perf_counter() - started)
+        yield batch
+
+
+def auto_workers() -> int:
+    """DataLoader workers for ``train.num_workers = "auto"``: one core stays with the main process.
+
+    Measured on 2 cores (benchmarks/bench_data_path.py): one worker decoding while the main process
+    runs the step beats none; a second worker competes with the step for the cores.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 
 def _json_line(record: dict[str, Any]) -> str:
