@@ -41,7 +41,7 @@ class ShardWriter:
         elif sorted(tensors) != self.keys:
             raise ValueError(f"sample {sample_id!r} has tensors {sorted(tensors)}; earlier samples had {self.keys}")
         for key, value in tensors.items():
-            tensor = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+            tensor = torch.from_numpy(np.array(value, copy=True, order="C")) if isinstance(value, np.ndarray) else value
             self._pending[f"{position}.{key}"] = tensor.detach().contiguous().cpu()
         self.ids.append(str(sample_id))
         self.meta.append(meta)

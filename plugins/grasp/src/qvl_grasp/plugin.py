@@ -52,7 +52,13 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
             return image_inputs(Path(config.predict.input))
         split = config.predict.split
     root = data_root(config, create=True)
-    return read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train")
+    dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train")
+    if split == "train" and config.train.prepared_cache:
+        from qvl_grasp.working_copies import working_copies
+
+        size = tuple(config.task.model_image_size)
+        return working_copies(dataset, size, name=f"grasp-{split}-{size[0]}x{size[1]}")
+    return dataset
 
 
 @qvl.hookimpl

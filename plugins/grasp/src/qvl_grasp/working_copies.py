@@ -1,0 +1,59 @@
+"""Training images decoded and scaled to the working size once, through the core's prepared-sample cache.
+
+A training step used to decode a 640x480 PNG and scale it down for every sample, every epoch: on
+the tiny backbone that was about 40 % of a step. The working copy (twice the model's input size,
+see :func:`qvl_grasp.collate._working_copy`) is deterministic, so :func:`qvl.prepared.prepare_samples`
+keeps it as uint8 arrays keyed by the source files and the model size; augmentation still runs
+per step on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from qvl_grasp.geometry import Grasp
+from qvl_grasp.readers import GraspDataset, load_image
+
+VERSION = 1  # of the preparation below: bump when it changes
+
+
+class WorkingCopies(Sequence):
+    """Training samples as the collator reads them: the working-size image and its grasps."""
+
+    def __init__(self, prepared: Any):
+        self.prepared = prepared
+
+    def __len__(self) -> int:
+        return len(self.prepared)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        from PIL import Image
+
+        sample = self.prepared[index]
+        return {"id": sample["id"], "image": Image.fromarray(sample["image"]),
+                "grasps": [Grasp(**g) for g in sample["grasps"]], "mask": None}
+
+
+def working_copies(dataset: GraspDataset, model_size: tuple[int, int], name: str) -> WorkingCopies:
+    """The working copies of ``dataset``'s images, prepared once (rebuilt when a file or the size changes)."""
+    import numpy as np
+
+    from qvl.prepared import files_fingerprint, prepare_samples
+    from qvl_grasp.collate import _working_copy
+
+    records = dataset.records
+
+    def prepare(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        record = records[index]
+        image, grasps = _working_copy(load_image(record.image_path), list(record.grasps), model_size)
+        return {"image": np.asarray(image, dtype=np.uint8)}, {"id": record.id,
+                                                             "grasps": [attrs.asdict(g) for g in grasps]}
+
+    labels = json.dumps([[r.id, [attrs.astuple(g) for g in r.grasps]] for r in records])
+    fingerprint = {"version": VERSION, "model_size": list(model_size),
+                   "images": files_fingerprint(r.image_path for r in records), "labels": labels}
+    return WorkingCopies(prepare_samples(len(records), prepare, fingerprint=fingerprint, name=name))
