@@ -31,7 +31,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_cli_startup.py
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_grasp_data.py
-	$(BIN)/python benchmarks/bench_grasp_decoding.py
+	$(BIN)/python benchmarks/bench_decoding.py
 	$(BIN)/python benchmarks/bench_reward_data.py
 
 clean:

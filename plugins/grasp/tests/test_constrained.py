@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from qvl_grasp.constrained import grasp_grammar, integer_rule, logits_processor, model_vocab_size
+from qvl.decoding import END_OF_TURN, logits_processor, model_vocab_size
+from qvl_grasp.grammar import grasp_constraint, grasp_grammar, integer_rule
 from qvl_grasp.quantizer import parse_answer
 
 
@@ -28,7 +29,7 @@ def tokenizer_info(qvl_tiny_backbone):
 
     return xgrammar.TokenizerInfo.from_huggingface(
         qvl_tiny_backbone.tokenizer, vocab_size=model_vocab_size(qvl_tiny_backbone.model),
-        stop_token_ids=[qvl_tiny_backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")])
+        stop_token_ids=[qvl_tiny_backbone.tokenizer.convert_tokens_to_ids(END_OF_TURN)])
 
 
 @pytest.mark.parametrize("high", [1, 9, 10, 99, 179, 255, 1000])
@@ -61,7 +62,8 @@ def test_untrained_model_sampling_hot_never_leaves_the_grammar(qvl_tiny_backbone
     batch = chat.prompt_batch(qvl_tiny_backbone.processor, [conversation(image, None, (64, 64))] * 64)
     answers = []
     for _ in range(2):
-        processor = logits_processor(qvl_tiny_backbone.tokenizer, model_vocab_size(qvl_tiny_backbone.model))
+        processor = logits_processor(qvl_tiny_backbone.tokenizer, model_vocab_size(qvl_tiny_backbone.model),
+                                     grasp_constraint())
         answers += chat.generate_text(qvl_tiny_backbone.model, qvl_tiny_backbone.processor, batch, 32,
                                       logits_processor=[processor], do_sample=True, temperature=2.0, top_k=0)
     assert len(answers) == 128

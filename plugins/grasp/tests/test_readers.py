@@ -108,8 +108,9 @@ def test_malformed_corner_line_names_file_and_line(tmp_path):
 def test_unreadable_png_names_the_file(ocid):
     (ocid / "ARID20/table/top/seq08/rgb/result_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     dataset = read_split("ocid", ocid, "train", SPLITS)
+    sample = dataset[0]  # pixels are decoded when read
     with pytest.raises(GraspDataError, match=r"result_1\.png: not a readable image"):
-        dataset[0]
+        sample["image"]
 
 
 def test_bad_split_line_and_missing_split_file(ocid):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qvl_grasp.constrained import END_OF_TURN
+from qvl.decoding import END_OF_TURN
 
 _ids: dict[int, list[int]] = {}
 

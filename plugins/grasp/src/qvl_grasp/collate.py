@@ -116,13 +116,13 @@ class EnsembleCollator:
 
 def generate_answers(config: Any, backbone: Backbone, inputs: dict[str, Any]) -> list[str]:
     """Greedy answers, constrained to the grasp grammar unless ``task.constrained`` is false."""
-    from qvl import chat
-    from qvl_grasp.constrained import logits_processor, model_vocab_size
+    from qvl import chat, decoding
+    from qvl_grasp.grammar import grasp_constraint
 
-    kwargs: dict[str, Any] = {}
     if config.constrained:
-        kwargs["logits_processor"] = [logits_processor(backbone.tokenizer, model_vocab_size(backbone.model))]
-    return chat.generate_text(backbone.model, backbone.processor, inputs, config.max_new_tokens, **kwargs)
+        return decoding.generate_constrained(backbone.model, backbone.processor, inputs, grasp_constraint(),
+                                             config.max_new_tokens)
+    return chat.generate_text(backbone.model, backbone.processor, inputs, config.max_new_tokens)
 
 
 def decode_batch(config: Any, backbone: Backbone, batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,29 @@ def load_mask(path: Path) -> Any:
         raise GraspDataError(f"{path}: not a readable mask image ({exc})") from None
 
 
+class LazySample(Mapping):
+    """A sample whose image and mask are decoded when first read, not when it is indexed.
+
+    Evaluation reads the labels of every sample but the pixels of only a few (the pictures), and
+    the baselines read masks only when their cached scores are missing.
+    """
+
+    def __init__(self, values: dict[str, Any], **loaders: Callable[[], Any]) -> None:
+        self._values = dict(values)
+        self._loaders = loaders
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._values and key in self._loaders:
+            self._values[key] = self._loaders[key]()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._values), **dict.fromkeys(self._loaders)})
+
+    def __len__(self) -> int:
+        return len(set(self._values) | set(self._loaders))
+
+
 class GraspDataset(Sequence):
     """Records whose images (and masks) are read when a sample is accessed.
 
@@ -198,10 +221,12 @@ class GraspDataset(Sequence):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> LazySample:  # type: ignore[override]
         record = self.records[index]
-        return {"id": record.id, "image": load_image(record.image_path), "grasps": list(record.grasps),
-                "mask": load_mask(record.mask_path) if self.with_masks and record.mask_path is not None else None}
+        mask_path = record.mask_path if self.with_masks else None
+        return LazySample({"id": record.id, "grasps": list(record.grasps), "mask_path": mask_path},
+                          image=lambda: load_image(record.image_path),
+                          mask=lambda: load_mask(mask_path) if mask_path is not None else None)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self[i] for i in range(len(self)))

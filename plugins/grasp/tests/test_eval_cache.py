@@ -1,0 +1,40 @@
+"""Evaluation does its model-independent work once per data set."""
+
+import attrs
+
+
+def test_baselines_are_computed_once_and_only_the_pictures_decode_images(tmp_path, qvl_run_stage, qvl_host,
+                                                                         monkeypatch):
+    from qvl.config import load_config
+
+    from qvl_grasp import readers
+    from qvl_grasp.geometry import Grasp
+    from qvl_grasp.report import evaluate_predictions
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    sets = [f"task.data_dir={str(tmp_path / 'data')!r}", "task.synthetic.train=4", "task.synthetic.val=5",
+            "task.synthetic.test=1", "task.synthetic.width=160", "task.synthetic.height=120", "task.eval_pictures=2"]
+    qvl_run_stage("grasp", "make-data", *sets)
+    task = qvl_host.task("grasp")
+    config = load_config(task, overrides=sets)
+    val = qvl_host.call("build_dataset", task=task, config=config, split="val")
+    predictions = [{"id": val[i]["id"], "grasp": attrs.asdict(val[i]["grasps"][0])} for i in range(len(val))]
+
+    decoded = {"image": 0, "mask": 0}
+    image_loader, mask_loader = readers.load_image, readers.load_mask
+
+    def count(kind, loader):
+        def load(path):
+            decoded[kind] += 1
+            return loader(path)
+        return load
+
+    monkeypatch.setattr(readers, "load_image", count("image", image_loader))
+    monkeypatch.setattr(readers, "load_mask", count("mask", mask_loader))
+    first = evaluate_predictions(config, predictions, val, tmp_path)
+    assert decoded == {"image": 2, "mask": 5}  # the two pictures; every mask, for the baselines
+    assert first["model"]["success_rate"] == 1.0 and set(first["baselines"]) >= {"random", "pca", "min_area_rect"}
+    second = evaluate_predictions(config, predictions, val, tmp_path)
+    assert decoded == {"image": 4, "mask": 5}  # no mask decoded again: the baselines came from the cache
+    assert second == first
+    assert isinstance(val[0]["grasps"][0], Grasp)
