@@ -33,6 +33,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_grasp_data.py
 	$(BIN)/python benchmarks/bench_decoding.py
 	$(BIN)/python benchmarks/bench_reward_data.py
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_reward_cached.py
+	$(BIN)/python benchmarks/bench_data_path.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -212,6 +212,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
     window: dict[str, list[Any]] = {}
     waits: list[float] = []  # seconds each batch was waited for, since the last log line
     step_marks: list[int] = []
+    phases = {"forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}  # per optimizer step, logged
     window_started = time.perf_counter()
     last_loss: float | None = None
     last_saved = None
@@ -223,16 +224,23 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
             finished_epoch = True
             for batch in timed(batches, waits):
                 with accelerator.accumulate(module):
+                    started = time.perf_counter()
                     out = module(batch["inputs"], step=state.step, max_steps=steps)
                     if not checked_keys:
                         _check_same_keys(out, accelerator, gather_object, task)
                         checked_keys = True
-                    _check_finite(out["loss"], accelerator, state.step)
+                    _check_finite(out["loss"], accelerator, state.step)  # waits for the forward pass
+                    forward_done = time.perf_counter()
                     accelerator.backward(out["loss"])
+                    backward_done = time.perf_counter()
                     if accelerator.sync_gradients and tc.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    # on a GPU, backward and optimizer times are queueing times until the next sync
+                    phases["forward_s"] += forward_done - started
+                    phases["backward_s"] += backward_done - forward_done
+                    phases["optimizer_s"] += time.perf_counter() - backward_done
                 state.batch_in_epoch += 1
                 for key, value in out.items():
                     value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
@@ -254,7 +262,9 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
                     now = time.perf_counter()
                     values["step_s"] = (now - window_started) / max(1, len(step_marks))
                     values["data_wait_s"] = sum(waits) / max(1, len(step_marks))  # per optimizer step
+                    values.update({k: v / max(1, len(step_marks)) for k, v in phases.items()})
                     window_started, step_marks[:], waits[:] = now, [], []
+                    phases.update(dict.fromkeys(phases, 0.0))
                     last_loss = values["loss"]
                     postfix["loss"] = f"{last_loss:.4f}"
                     postfix["data wait"] = f"{values['data_wait_s'] / max(values['step_s'], 1e-9):.0%}"
