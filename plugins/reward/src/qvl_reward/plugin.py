@@ -52,7 +52,14 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
     if task.name != TASK_NAME:
         return None
     frames = _frames(config, split)
-    return cached.with_features(config, frames) if cached.enabled(config) else frames
+    if cached.enabled(config):
+        return cached.with_features(config, frames)
+    if split == "train" and config.train.prepared_cache:
+        from qvl_reward.prepared_frames import prepared_frames
+
+        size = tuple(config.task.image_size)
+        return prepared_frames(frames, size, name=f"reward-{split}-{size[0]}x{size[1]}")
+    return frames
 
 
 def _frames(config: RunConfig, split: str) -> Any:
