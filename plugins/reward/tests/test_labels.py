@@ -24,3 +24,19 @@ def test_number_of_classes_of_a_cell():
     assert classes_of([0, 1, 0]) == 3
     assert classes_of(np.zeros(5)) == 5
     assert classes_of(0.5) is None
+
+
+def test_ordinal_metrics_against_hand_computed_values():
+    from qvl_reward.report import ordinal_metrics, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks [1, 2.5, 2.5, 4] against [1, 2, 3, 4] -> 0.9486832980505138
+    assert spearman([0, 1, 1, 2], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert spearman([2, 2, 2], [1, 2, 3]) is None  # a constant side: undefined, not 0
+    truth, predicted, episodes = [0, 1, 2, 3, 0, 0], [0, 2, 2, 3, 1, 2], [7, 7, 7, 7, 8, 8]
+    metrics = ordinal_metrics(truth, predicted, episodes)
+    assert metrics["mae_bins"] == pytest.approx((0 + 1 + 0 + 0 + 1 + 2) / 6)
+    # episode 7: ranks truth [1, 2, 3, 4], predicted [1, 2.5, 2.5, 4] -> 0.9486...; episode 8 has constant truth
+    assert metrics["spearman_per_episode"] == pytest.approx(0.9486832980505138)
+    assert metrics["episodes_with_spearman"] == 1

@@ -37,6 +37,50 @@ def classification_metrics(truth: list[int], predicted: list[int], classes: int)
     }
 
 
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank (what Spearman's correlation needs)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation, or None when either side is constant (it is undefined).
+
+    A dozen lines instead of a scipy dependency for the whole plugin.
+    """
+    ra, rb = _ranks(a), _ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
+    var_a = sum((x - mean_a) ** 2 for x in ra)
+    var_b = sum((y - mean_b) ** 2 for y in rb)
+    return cov / (var_a * var_b) ** 0.5 if var_a > 0 and var_b > 0 else None
+
+
+def ordinal_metrics(truth: list[int], predicted: list[int], episodes: list[int]) -> dict[str, Any]:
+    """Reward bins are ordered: mean absolute error in bins, and how well each episode's predicted
+    curve follows the true one (Spearman per episode, averaged over the episodes where it is defined)."""
+    by_episode: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for t, p, e in zip(truth, predicted, episodes):
+        by_episode[e][0].append(t)
+        by_episode[e][1].append(p)
+    correlations = [spearman(t, p) for t, p in by_episode.values() if len(t) > 1]
+    defined = [c for c in correlations if c is not None]
+    return {
+        "mae_bins": sum(abs(t - p) for t, p in zip(truth, predicted)) / len(truth) if truth else 0.0,
+        "spearman_per_episode": sum(defined) / len(defined) if defined else None,
+        "episodes_with_spearman": len(defined),
+    }
+
+
 def plot_confusion(matrix: list[list[int]], out: Path, title: str) -> None:
     import matplotlib
 
@@ -68,18 +112,20 @@ def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out
     truth = list(dataset.labels) if hasattr(dataset, "labels") else [s["label"] for s in dataset]
     predicted = [p["class"] for p in predictions]
     classes = num_classes(config)
-    model = classification_metrics(truth, predicted, classes)
+    episodes = [p.get("episode") for p in predictions]
+    model = {**classification_metrics(truth, predicted, classes), **ordinal_metrics(truth, predicted, episodes)}
     train_labels = split_frames(config, "train").labels
     majority = Counter(train_labels).most_common(1)[0][0]
-    baseline = classification_metrics(truth, [majority] * len(truth), classes)
+    baseline = {**classification_metrics(truth, [majority] * len(truth), classes),
+                **ordinal_metrics(truth, [majority] * len(truth), episodes)}
     (out_dir / "confusion_matrix.json").write_text(json.dumps(
         {"rows": "true class", "columns": "predicted class", "matrix": model["confusion_matrix"]}, indent=2))
     plot_confusion(model["confusion_matrix"], out_dir / "confusion_matrix.png",
                    f"reward: accuracy {model['accuracy']:.2f}, macro-F1 {model['macro_f1']:.2f} "
                    f"(majority {baseline['accuracy']:.2f})")
     return {"model": model, "baselines": {"majority_class": {
-        "class": majority, "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]}},
-        "classes": classes}
+        "class": majority, "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
+        "mae_bins": baseline["mae_bins"]}}, "classes": classes}
 
 
 def plot_curve(episode: int, task: str, rows: list[dict], out: Path) -> None:
