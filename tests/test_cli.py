@@ -55,3 +55,12 @@ def test_eval_without_a_run_says_what_to_do(run_qvl, tmp_path):
     result = run_qvl("run", "colors", "eval", cwd=tmp_path)
     assert result.returncode == 2
     assert "no run of task 'colors' under runs/; train one first" in result.stderr
+
+
+def test_an_error_that_is_not_the_users_shows_its_traceback_and_exits_1(run_qvl, plugin_site, tmp_path):
+    result = run_qvl("run", "vectors", "train", "--set", "task.crash=true", site=plugin_site, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "index 7 is out of bounds" in result.stderr
+    assert "internal error (the traceback above is a bug in qvl, a plugin or a library" in result.stderr
+    mistake = run_qvl("run", "vectors", "train", "--set", "task.crash=maybe", site=plugin_site, cwd=tmp_path)
+    assert mistake.returncode == 2 and "Traceback" not in mistake.stderr

@@ -97,3 +97,25 @@ def test_hook_decode_replaced_and_evaluate_wrapped_by_another_plugin(host_with_s
     assert all(p["decoder"] == "first-token-choice" for p in result.predictions)
     assert result.metrics["invalid_rate"] == 0.0  # the replacement can only answer allowed colours
     assert host_with_site.tasks["colors"].plugin == "qvl.colors"  # ownership did not move
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_stays_outside_the_module_ddp_wraps(host_with_site, tmp_path, qvl_quick_run, monkeypatch):
+    from qvl.runner import training
+    from qvl.runner.stages import run_stage
+
+    wrapped = []
+    real = training.TaskModule
+
+    def recording(backbone_model, head, compute_loss):
+        wrapped.append((backbone_model, head))
+        return real(backbone_model, head, compute_loss)
+
+    monkeypatch.setattr(training, "TaskModule", recording)
+    run_stage(host_with_site, "brightness", "train", overrides=[*qvl_quick_run, "task.samples=8"],
+              run_dir=tmp_path / "frozen")
+    (backbone_model, head), = wrapped
+    assert backbone_model is None and head is not None  # only the head is synchronised by DDP
+    run_stage(host_with_site, "colors", "train", overrides=[*qvl_quick_run, "task.train_samples=8"],
+              run_dir=tmp_path / "full")
+    assert wrapped[1][0] is not None  # a trained backbone is part of the module
