@@ -16,7 +16,7 @@ def _sources(tmp_path, n=5):
     return paths
 
 
-def test_prepared_once_read_back_and_rebuilt_when_a_source_changes(tmp_path):
+def test_prepared_once_read_back_and_rebuilt_when_a_source_changes(tmp_path, capsys):
     paths = _sources(tmp_path)
     calls = []
 
@@ -31,6 +31,7 @@ def test_prepared_once_read_back_and_rebuilt_when_a_source_changes(tmp_path):
 
     samples = build()
     assert calls == [0, 1, 2, 3, 4] and len(samples) == 5
+    assert f"qvl: prepared 5 samples (toy): {size_on_disk(samples) / 1e6:.1f} MB in" in capsys.readouterr().err
     third = samples[2]
     assert third["id"] == "s2" and third["n"] == 6 and third["label"].tolist() == [2]
     assert third["pixels"].dtype == np.uint8 and third["pixels"].tolist() == [[2] * 4] * 2

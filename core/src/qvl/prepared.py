@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def prepare_samples(
                 raise ValueError(f"prepare({index}) of {name!r} must return the sample's 'id' in its metadata")
             writer.add(str(meta["id"]), arrays, dict(meta))
         writer.close(name=name)
+        print(f"qvl: prepared {count} samples ({name}): {writer.nbytes / 1e6:.1f} MB in {target}", file=sys.stderr)
 
     build_directory(target, build, kind="prepared", fingerprint=wanted, info={"samples": count},
                     hint="set another QVL_CACHE")
