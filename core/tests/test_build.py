@@ -126,3 +126,23 @@ def test_concurrent_requests_build_once(tmp_path):
         assert process.exitcode == 0
     assert len(log.read_text().splitlines()) == 1
     assert json.loads((target / MARKER).read_text())["kind"] == "features"
+
+
+def test_data_folder_is_the_users_or_a_synthetic_one_written_once(tmp_path, monkeypatch, capsys):
+    from qvl.build import SyntheticData, data_folder, write_synthetic
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    writes = []
+    synthetic = SyntheticData(key="toy-v1", fingerprint={"n": 1}, plugin="qvl-toy", description="the toy set",
+                              write=lambda out: writes.append(out) or (out / "a.txt").write_text("x"))
+    mine = tmp_path / "mine"
+    assert data_folder(str(mine), synthetic, create=True) == mine and not mine.exists() and writes == []
+    root = data_folder("", synthetic, create=True)
+    assert root == tmp_path / "cache" / "datasets" / "toy-v1" and (root / "a.txt").is_file()
+    assert capsys.readouterr().err == f"qvl-toy: writing the toy set into {root}\n"
+    assert data_folder("", synthetic, create=True) == root and len(writes) == 1
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="choose another task.data_dir"):
+        write_synthetic(mine, synthetic)
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from qvl.errors import UserError
 
 MARKER = ".qvl.json"
@@ -157,3 +159,41 @@ def _version() -> str:
 
     return __version__
 
+
+@attrs.frozen
+class SyntheticData:
+    """A task's generated data set: where it lives in the cache and how to write it.
+
+    :ivar key: the folder name under ``qvl.cache_dir() / "datasets"``; should change with the settings.
+    :ivar fingerprint: what the content depends on (the generator's settings and version).
+    :ivar write: fills the empty folder it is given.
+    :ivar plugin: recorded in the marker, and the prefix of the line printed when it is written.
+    :ivar description: what is written, for that line (``"the synthetic OCID-Grasp data set"``).
+    """
+
+    key: str
+    fingerprint: Mapping[str, Any]
+    write: Callable[[Path], Any]
+    plugin: str
+    description: str
+
+
+def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool) -> Path:
+    """The folder a task reads: ``task.data_dir`` when the user set one (never written to here),
+    else the synthetic data set in the cache, written once when ``create``."""
+    from qvl.cache import cache_dir
+
+    if data_dir:
+        return Path(data_dir).expanduser()
+    root = cache_dir() / "datasets" / synthetic.key
+    return write_synthetic(root, synthetic) if create else root
+
+
+def write_synthetic(root: str | Path, synthetic: SyntheticData) -> Path:
+    """Write the synthetic data set into ``root`` (``make-data``; reused while its fingerprint holds).
+
+    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
+    """
+    return build_directory(root, synthetic.write, kind="dataset", fingerprint=dict(synthetic.fingerprint),
+                           hint="choose another task.data_dir", info={"plugin": synthetic.plugin},
+                           announce=f"{synthetic.plugin}: writing {synthetic.description} into {root}")

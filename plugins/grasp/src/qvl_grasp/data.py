@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-import qvl
-
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
@@ -23,35 +21,29 @@ def synthetic_spec(config: RunConfig) -> Any:
                      position_jitter=s.position_jitter, orientations=s.orientations)
 
 
-def data_root(config: RunConfig, *, create: bool) -> Path:
-    """The data set's folder; the embedded one is rendered here the first time it is needed."""
-    if config.task.data_dir:
-        return Path(config.task.data_dir).expanduser()
-    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
-    if create:
-        render_synthetic(root, config)
-    return root
-
-
-def render_synthetic(root: Path, config: RunConfig) -> Path:
-    """Render the synthetic data set into ``root`` once (reused while its settings are unchanged).
-
-    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
-    """
-    from qvl.build import build_directory
+def synthetic_data(config: RunConfig) -> Any:
+    from qvl.build import SyntheticData
     from qvl_grasp.synthetic import write_dataset
 
     spec = synthetic_spec(config)
-    return build_directory(root, lambda out: write_dataset(out, spec), kind="dataset",
-                           fingerprint={"format": "ocid-synthetic", **attrs.asdict(spec)},
-                           hint="choose another task.data_dir", info={"plugin": "qvl-grasp"},
-                           announce=f"qvl-grasp: rendering the synthetic OCID-Grasp data set into {root}")
+    return SyntheticData(key=spec.key(), fingerprint={"format": "ocid-synthetic", **attrs.asdict(spec)},
+                         write=lambda out: write_dataset(out, spec), plugin="qvl-grasp",
+                         description="the synthetic OCID-Grasp data set")
+
+
+def data_root(config: RunConfig, *, create: bool) -> Path:
+    """The data set's folder; the embedded one is rendered here the first time it is needed."""
+    from qvl.build import data_folder
+
+    return data_folder(config.task.data_dir, synthetic_data(config), create=create)
 
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: render the synthetic data set (into ``task.data_dir`` when set)."""
+    from qvl.build import write_synthetic
+
     spec = synthetic_spec(config)
-    root = render_synthetic(data_root(config, create=False), config)
+    root = write_synthetic(data_root(config, create=False), synthetic_data(config))
     print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images in OCID-Grasp layout: {root}")
     if config.task.data_dir:
         print(f"  train on it with: --set task.data_dir={str(root)!r}")

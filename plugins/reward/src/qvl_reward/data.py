@@ -21,34 +21,28 @@ def synthetic_spec(config: RunConfig) -> Any:
                        width=s.width, height=s.height, seed=config.seed)
 
 
-def data_root(config: RunConfig, *, create: bool) -> Path:
-    if config.task.data_dir:
-        return Path(config.task.data_dir).expanduser()
-    root = qvl.cache_dir() / "datasets" / synthetic_spec(config).key()
-    if create:
-        write_synthetic_once(root, config)
-    return root
-
-
-def write_synthetic_once(root: Path, config: RunConfig) -> Path:
-    """Write the synthetic data set into ``root`` once (reused while its settings are unchanged).
-
-    Only a folder qvl wrote is ever replaced; a user's non-empty folder is refused untouched.
-    """
-    from qvl.build import build_directory
+def synthetic_data(config: RunConfig) -> Any:
+    from qvl.build import SyntheticData
     from qvl_reward.synthetic import write_synthetic
 
     spec = synthetic_spec(config)
-    return build_directory(root, lambda out: write_synthetic(out, spec), kind="dataset",
-                           fingerprint={"format": "lerobot-synthetic-reward", **attrs.asdict(spec)},
-                           hint="choose another task.data_dir", info={"plugin": "qvl-reward"},
-                           announce=f"qvl-reward: writing the synthetic LeRobot v3.0 data set into {root}")
+    return SyntheticData(key=spec.key(), fingerprint={"format": "lerobot-synthetic-reward", **attrs.asdict(spec)},
+                         write=lambda out: write_synthetic(out, spec), plugin="qvl-reward",
+                         description="the synthetic LeRobot v3.0 data set")
+
+
+def data_root(config: RunConfig, *, create: bool) -> Path:
+    from qvl.build import data_folder
+
+    return data_folder(config.task.data_dir, synthetic_data(config), create=create)
 
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
+    from qvl.build import write_synthetic
+
     spec = synthetic_spec(config)
-    root = write_synthetic_once(data_root(config, create=False), config)
+    root = write_synthetic(data_root(config, create=False), synthetic_data(config))
     print(f"qvl-reward: {spec.train_episodes} train + {spec.val_episodes} val episodes of {spec.frames} frames, "
           f"3 cameras, LeRobot v3.0: {root}")
     return root
