@@ -85,7 +85,3 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
-
-
-def first_samples(data: Sequence[Any], limit: int) -> Sequence[Any]:
-    return data if limit >= len(data) else [data[i] for i in range(limit)]

@@ -17,7 +17,8 @@ class DefaultValidation:
 
     def __init__(self, hook: Any):
         self.hook = hook
-        self._data: dict[tuple[str, int], Sequence[Any]] = {}
+        # the validation samples of the run in progress, built once: (task name, config, samples)
+        self._data: tuple[str, Any, Sequence[Any]] | None = None
 
     def _call(self, name: str, **kwargs: Any) -> Any:
         from qvl.plugins import call_hook
@@ -27,15 +28,14 @@ class DefaultValidation:
     @hookimpl(trylast=True)
     def validate(self, task: Any, config: Any, backbone: Any, head: Any, step: int, accelerator: Any,
                  out_dir: Path) -> dict[str, float]:
-        from qvl.runner.evaluation import dataset_loss, decode_dataset, first_samples, flatten_metrics
+        from qvl.runner.assembly import checked_dataset
+        from qvl.runner.evaluation import dataset_loss, decode_dataset, flatten_metrics
 
-        key = (task.name, id(config))
-        if key not in self._data:
-            from qvl.runner.assembly import checked_dataset
-
-            data = checked_dataset(self._call, task, config, config.train.eval_split)
-            self._data[key] = first_samples(data, config.train.eval_samples)
-        data = self._data[key]
+        # compared by identity, not id(): an id can be reused by the next run's config in one process
+        if self._data is None or self._data[0] != task.name or self._data[1] is not config:
+            samples = checked_dataset(self._call, task, config, config.train.eval_split, config.train.eval_samples)
+            self._data = (task.name, config, samples)
+        data = self._data[2]
         results = {"val/loss": dataset_loss(self._call, task, config, backbone, head, data,
                                             config.eval.batch_size, accelerator, step)}
         predictions = decode_dataset(self._call, task, config, backbone, head, data, "eval",
