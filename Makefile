@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-PLUGINS := plugins/grasp plugins/reward
+PLUGINS := plugins/grasp plugins/reward plugins/vqa
 
 $(STAMP): core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_reward_cached.py
 	$(BIN)/python benchmarks/bench_data_path.py
+	$(BIN)/python benchmarks/bench_vqa_generate.py
+	$(BIN)/python benchmarks/bench_vqa_data.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -146,3 +146,39 @@ def test_data_folder_is_the_users_or_a_synthetic_one_written_once(tmp_path, monk
     with pytest.raises(UserError, match="choose another task.data_dir"):
         write_synthetic(mine, synthetic)
     assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+
+
+def test_a_resumable_build_gets_back_its_finished_pieces_and_only_for_the_same_fingerprint(tmp_path):
+    target = tmp_path / "data"
+    seen: list[list[str]] = []
+
+    def pieces(fail_after: int | None):
+        def build(out: Path) -> None:
+            seen.append(sorted(p.name for p in out.iterdir()))
+            for k in range(3):
+                piece = out / f"piece-{k}"
+                if not piece.exists():
+                    piece.write_text(str(k))
+                if fail_after == k:
+                    raise RuntimeError("killed")
+        return build
+
+    with pytest.raises(RuntimeError, match="killed"):
+        build_directory(target, pieces(fail_after=1), kind="dataset", fingerprint=1, resume=True)
+    assert not target.exists()
+    leftover = [p for p in tmp_path.iterdir() if ".qvl-partial-" in p.name]
+    assert len(leftover) == 1 and sorted(p.name for p in leftover[0].iterdir()) == ["piece-0", "piece-1"]
+    before = (leftover[0] / "piece-0").stat().st_mtime_ns
+
+    build_directory(target, pieces(fail_after=None), kind="dataset", fingerprint=1, resume=True)
+    assert seen[-1] == ["piece-0", "piece-1"]  # the second build started from the first one's pieces
+    assert (target / "piece-0").stat().st_mtime_ns == before
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "piece-0", "piece-1", "piece-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.qvl-lock", "data"]
+
+    # a different fingerprint never sees another generation's pieces
+    with pytest.raises(RuntimeError):
+        build_directory(target, pieces(fail_after=0), kind="dataset", fingerprint=2, resume=True)
+    build_directory(target, pieces(fail_after=None), kind="dataset", fingerprint=3, resume=True)
+    assert seen[-1] == [] and read_marker(target)["fingerprint"] == 3
+    assert not [p for p in tmp_path.iterdir() if ".qvl-partial-" in p.name]

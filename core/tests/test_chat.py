@@ -69,6 +69,21 @@ def test_video_frames_are_processed_as_a_video(qvl_tiny_backbone):
         assert torch.isfinite(chat.lm_loss(qvl_tiny_backbone.model, batch)["loss"])
 
 
+def test_a_subsampled_clip_keeps_its_frame_numbers_and_fps(qvl_tiny_backbone):
+    # frames 0, 5, 10, 15 of a 10 fps recording: Qwen3-VL stamps each 2-frame group with its mean time
+    frames = [Image.new("RGB", (64, 64), color) for color in ("red", "green", "blue", "white")]
+    part = {"type": "video", "video": frames, "raw_fps": 10.0, "frames_indices": [0, 5, 10, 15],
+            "total_num_frames": 20, "resized_width": 64, "resized_height": 64}
+    messages = [{"role": "user", "content": [part, {"type": "text", "text": "What happens?"}]},
+                {"role": "assistant", "content": "colours change"}]
+    text = qvl_tiny_backbone.processor.tokenizer.decode(chat.sft_batch(qvl_tiny_backbone.processor, [messages])["input_ids"][0])
+    assert "<0.2 seconds>" in text and "<1.2 seconds>" in text  # 0.25 s and 1.25 s
+    plain = dict(part, frames_indices=None)
+    messages[0]["content"][0] = plain
+    text = qvl_tiny_backbone.processor.tokenizer.decode(chat.sft_batch(qvl_tiny_backbone.processor, [messages])["input_ids"][0])
+    assert "<1.2 seconds>" not in text  # without them the frames count as consecutive
+
+
 def test_lm_loss_on_labelled_positions_equals_the_models_own_loss(qvl_tiny_backbone):
     import torch
     from PIL import Image

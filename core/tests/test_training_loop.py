@@ -70,7 +70,6 @@ class Vectors:
     def build_collator(self, task, stage):
         if task.name != "vectors":
             return None
-        recorder = self
 
         def collate(samples, rng):
             # the draw rides in the batch: with DataLoader workers, collation runs in other processes

@@ -34,6 +34,7 @@ from qvl.errors import UserError
 MARKER = ".qvl.json"
 TMP_TAG = ".qvl-tmp-"
 OLD_TAG = ".qvl-old-"
+PARTIAL_TAG = ".qvl-partial-"
 
 
 def read_marker(path: str | Path) -> dict[str, Any] | None:
@@ -75,6 +76,7 @@ def build_directory(
     hint: str = "choose another folder",
     info: Mapping[str, Any] | None = None,
     announce: str | None = None,
+    resume: bool = False,
 ) -> Path:
     """Make ``target`` hold what ``build(tmp_dir)`` writes, built at most once.
 
@@ -87,6 +89,10 @@ def build_directory(
     :param hint: the end of the error when ``target`` is a user's non-empty folder.
     :param info: extra fields recorded in the marker (the config that produced it, counts).
     :param announce: printed to stderr when a build actually starts (not when the folder is reused).
+    :param resume: for long builds that write their content in finished pieces: the temporary
+        folder is named after the fingerprint and kept when the build fails or is killed, so the
+        next build with the same fingerprint gets it back, pieces and all (``build`` must then
+        reuse what it finds complete and redo the rest). A different fingerprint discards it.
     :returns: ``target``.
     :raises UserError: ``target`` exists, is not empty and has no qvl marker.
     """
@@ -100,10 +106,15 @@ def build_directory(
         existing = read_marker(target) if target.is_dir() else None
         if existing is not None and not force and existing.get("fingerprint") == wanted:
             return target
-        _remove_leftovers(target)
+        partial = target.parent / f".{target.name}{PARTIAL_TAG}{_digest(wanted)}" if resume else None
+        _remove_leftovers(target, keep=partial)
         if announce:
             print(announce, file=sys.stderr)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent))
+        if partial is not None:
+            partial.mkdir(exist_ok=True)
+            tmp = partial
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent))
         try:
             build(tmp)
             record = {"kind": kind, "writer": f"qvl {_version()}", "created": time.time(),
@@ -111,7 +122,8 @@ def build_directory(
             (tmp / MARKER).write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
             _swap_in(tmp, target)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if partial is None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
 
@@ -142,12 +154,19 @@ def _swap_in(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _remove_leftovers(target: Path) -> None:
-    """Temporary and set-aside folders of builds that were killed (only ours, by name, under the lock)."""
-    for pattern in (f".{target.name}{TMP_TAG}*", f".{target.name}{OLD_TAG}*"):
+def _remove_leftovers(target: Path, keep: Path | None = None) -> None:
+    """Temporary and set-aside folders of builds that were killed (only ours, by name, under the
+    lock), except ``keep``: the resumable build of the wanted fingerprint."""
+    for pattern in (f".{target.name}{TMP_TAG}*", f".{target.name}{OLD_TAG}*", f".{target.name}{PARTIAL_TAG}*"):
         for leftover in target.parent.glob(pattern):
-            if leftover.is_dir():
+            if leftover.is_dir() and leftover != keep:
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _digest(fingerprint: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _canonical(fingerprint: Mapping[str, Any] | str | None) -> Any:

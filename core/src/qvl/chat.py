@@ -17,7 +17,11 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
     """Images, videos and video kwargs of the conversations, fetched and resized by ``qwen_vl_utils``.
 
     Videos come back with their metadata (fps, frame indices), which the processor needs for
-    Qwen3-VL's timestamps and Qwen2.5-VL's temporal position ids.
+    Qwen3-VL's timestamps and Qwen2.5-VL's temporal position ids. A video given as a list of frames
+    (PIL images or arrays) says when they were taken with ``"raw_fps"`` (the recording's frame
+    rate), ``"frames_indices"`` (each frame's number in the recording) and optionally
+    ``"total_num_frames"``: ``qwen_vl_utils`` alone would number them 0, 1, 2... as if no frame had
+    been skipped, and Qwen3-VL's timestamps would be wrong for any subsampled clip.
     """
     from qwen_vl_utils import process_vision_info
 
@@ -35,8 +39,32 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
     if videos is not None:
         videos, metadata = zip(*videos)
         videos = list(videos)
-        kwargs = {**video_kwargs, "video_metadata": list(metadata), "do_resize": False}
+        metadata = [_with_frame_numbers(m, part, len(v)) for m, part, v in zip(metadata, _video_parts(conversations), videos)]
+        kwargs = {**video_kwargs, "video_metadata": metadata, "do_resize": False}
     return images, videos, kwargs
+
+
+def _video_parts(conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
+    """The video parts of the conversations, in the order ``process_vision_info`` returns them."""
+    return [part for conversation in conversations for message in conversation
+            for part in (message.get("content") if isinstance(message.get("content"), list) else [])
+            if isinstance(part, dict) and ("video" in part or part.get("type") == "video")]
+
+
+def _with_frame_numbers(metadata: Any, part: dict[str, Any], frames: int) -> Any:
+    indices = part.get("frames_indices")
+    if indices is None or not isinstance(part.get("video"), (list, tuple)):
+        return metadata
+    indices = [int(i) for i in indices]
+    if len(indices) != len(part["video"]):
+        raise ValueError(f"a video of {len(part['video'])} frames with {len(indices)} frames_indices")
+    indices += [indices[-1]] * (frames - len(indices))  # qwen_vl_utils repeats the last frame to an even count
+    metadata = dict(metadata)
+    metadata["frames_indices"] = indices
+    metadata["total_num_frames"] = int(part.get("total_num_frames", max(indices) + 1))
+    if part.get("raw_fps"):
+        metadata["fps"] = float(part["raw_fps"])
+    return metadata
 
 
 def _unreadable_media(conversations: Sequence[Conversation]) -> Exception | None:
@@ -152,6 +180,58 @@ def lm_loss(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     logits = model(**inputs, logits_to_keep=positions).logits
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[:, positions].reshape(-1),
                            ignore_index=IGNORE_INDEX)
+    return {"loss": loss}
+
+
+def single_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """The id of each text, which must be one token (special tokens by name, e.g. ``<|im_end|>``)."""
+    ids = []
+    for text in texts:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"the tokenizer splits {text!r} into {len(encoded)} tokens; expected one")
+        ids.append(encoded[0])
+    return ids
+
+
+def _language_model_parts(model: Any) -> tuple[Any, Any]:
+    """The multimodal trunk (ending in the final norm) and the LM head, through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.get_output_embeddings()
+
+
+def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequence[int]) -> dict[str, Any]:
+    """Cross-entropy of the labelled tokens over ``token_ids`` only: the tokens an answer's grammar
+    can emit (digits, ``<|im_end|>``...).
+
+    When decoding is constrained to those tokens, which of them wins is all that matters; the full
+    softmax would spend the step pushing down ~150,000 tokens the grammar never allows, and with a
+    frozen (tied) token embedding it learns far slower. Only the LM head's rows of ``token_ids`` are
+    computed, which also skips most of a small model's LM-head cost. Every label must be one of
+    ``token_ids`` (a label outside them is left out of the loss).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    trunk, head = _language_model_parts(model)
+    hidden = trunk(**inputs).last_hidden_state[:, positions]
+    allowed = torch.tensor(list(token_ids), device=labels.device)
+    weight = head.weight[allowed]
+    logits = hidden.to(weight.dtype) @ weight.T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[allowed]
+    wanted = targets[:, positions]
+    # vocabulary ids -> their index among the allowed ones; anything else is ignored
+    top = int(allowed.max())
+    lookup = torch.full((top + 1,), IGNORE_INDEX, dtype=torch.long, device=labels.device)
+    lookup[allowed] = torch.arange(len(allowed), device=labels.device)
+    mapped = torch.where((wanted >= 0) & (wanted <= top), lookup[wanted.clamp(0, top)],
+                         torch.full_like(wanted, IGNORE_INDEX))
+    loss = F.cross_entropy(logits.float().reshape(-1, len(allowed)), mapped.reshape(-1), ignore_index=IGNORE_INDEX)
     return {"loss": loss}
 
 

@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="train: continue from the last complete checkpoint")
     run.add_argument("--input", help="predict: an input file or folder (sets predict.input)")
     run.add_argument("--save-vis", action="store_true",
-                     help="predict: also draw the predictions as PNGs (sets predict.save_vis)")
+                     help="predict: also draw the predictions as PNGs (sets predict.save_vis); "
+                          "eval: also draw the metrics, for tasks that do (sets eval.save_vis)")
     run.add_argument("--checkpoint", metavar="WHICH",
                      help="eval/predict: best, last or step-N (default: best when the run kept one, else last)")
 

@@ -136,6 +136,7 @@ class EvalConfig:
     split: str = "val"
     batch_size: int = attrs.field(default=8, validator=positive)
     max_samples: int | None = attrs.field(default=None, validator=positive)
+    save_vis: bool = False  # tasks that draw their metrics (curves, confusion matrices) do so
 
 
 @attrs.define

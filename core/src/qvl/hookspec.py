@@ -259,10 +259,13 @@ def evaluate(
     :param config: the effective run configuration.
     :param predictions: :func:`decode`'s outputs, aligned with ``dataset`` (``predictions[i]``
         belongs to ``dataset[i]``).
-    :param dataset: the evaluated split, as :func:`build_dataset` returned it.
+    :param dataset: the evaluated split, as :func:`build_dataset` returned it (during training's
+        validation: its first ``train.eval_samples`` samples, with the data set's other attributes).
     :param out_dir: a directory to write plots or tables into.
     :returns: a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
-        the runner writes it to ``eval.json`` and prints it. Stops at the first non-None result.
+        the runner writes it to ``eval.json`` and prints it. A metrics dict too large to read as a
+        listing may carry a readable summary as a string under ``"report"``: ``qvl run TASK eval``
+        prints that instead (``eval.json`` keeps everything). Stops at the first non-None result.
     """
 
 

@@ -42,5 +42,19 @@ def checked_dataset(call: Callable[..., Any], task: Task, config: RunConfig, spl
     if len(data) == 0:
         raise UserError(f"task {task.name!r}: split {split!r} has no samples")
     if limit is not None and limit < len(data):
-        data = [data[i] for i in range(limit)]
+        data = FirstSamples(data, limit)
     return data
+
+
+class FirstSamples(list):
+    """The first ``limit`` samples of a data set, read once and kept (validation reuses them); any
+    other attribute is the data set's own (a task's ``evaluate`` may call its methods)."""
+
+    def __init__(self, source: Sequence[Any], limit: int) -> None:
+        super().__init__(source[i] for i in range(limit))
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "source":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)

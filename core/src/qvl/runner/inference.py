@@ -107,7 +107,9 @@ def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
 
 
 def format_metrics(metrics: dict[str, Any], indent: str = "") -> str:
-    """A plain two-column table of (nested) metrics for the terminal."""
+    """A plain two-column table of (nested) metrics for the terminal, or the task's own ``report``."""
+    if isinstance(metrics.get("report"), str):
+        return metrics["report"]
     lines = []
     for key, value in metrics.items():
         if isinstance(value, dict):

@@ -38,7 +38,7 @@ def run_stage(
     if predict_input is not None:
         overrides.append(f"predict.input={_toml_string(predict_input)}")
     if save_vis:
-        overrides.append("predict.save_vis=true")
+        overrides.append("eval.save_vis=true" if stage == "eval" else "predict.save_vis=true")
 
     if stage == "train":
         from qvl.runner.training import train

@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from qvl.scoring import spearman
+
 
 def classification_metrics(truth: list[int], predicted: list[int], classes: int) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: truth).
@@ -35,34 +37,6 @@ def classification_metrics(truth: list[int], predicted: list[int], classes: int)
         "per_class": per_class,
         "confusion_matrix": matrix,
     }
-
-
-def _ranks(values: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank (what Spearman's correlation needs)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's rank correlation, or None when either side is constant (it is undefined).
-
-    A dozen lines instead of a scipy dependency for the whole plugin.
-    """
-    ra, rb = _ranks(a), _ranks(b)
-    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
-    var_a = sum((x - mean_a) ** 2 for x in ra)
-    var_b = sum((y - mean_b) ** 2 for y in rb)
-    return cov / (var_a * var_b) ** 0.5 if var_a > 0 and var_b > 0 else None
 
 
 def ordinal_metrics(truth: list[int], predicted: list[int], episodes: list[int]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""qvl-vqa: static VQA data sets from robot trajectories and answer-only SFT of Qwen-VL on them."""

@@ -1,0 +1,136 @@
+"""VQA items to Qwen-VL chat batches: answer-only SFT for training, constrained prompts for evaluation.
+
+Runs in the DataLoader's workers (with the frame reads of :mod:`qvl_vqa.samples`), so the main
+process only sees finished tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qvl_vqa.samples import Item, Video
+
+if TYPE_CHECKING:
+    from qvl_vqa.config import AugmentConfig, VqaConfig
+
+SAMPLES_KEY = "vqa_items"  # batch key of what decode needs besides the tensors
+PROGRESS_PATTERN = r"(100|[1-9]?[0-9])"
+VIDEO_LABELS = {
+    "preference": ("Video 1:", "Video 2:"),
+    "progress": ("",),
+    "similarity": ("Reference video:", "Video 1:", "Video 2:"),
+}
+
+
+def shown_frame_numbers(frame_indices: Sequence[int]) -> list[int]:
+    """Frame numbers of a clip as it plays: cumulative steps from 0, whatever the direction.
+
+    A rewound or reversed clip is a new video whose time runs forward; giving Qwen3-VL the source
+    numbers would stamp it with decreasing timestamps and hand the model the answer.
+    """
+    steps = np.abs(np.diff(np.asarray(frame_indices, dtype=np.int64)))
+    return [0, *np.cumsum(np.maximum(steps, 1)).tolist()]
+
+
+def augment_frames(frames: np.ndarray, indices: list[int], settings: AugmentConfig,
+                   rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """Random frame dropping (inner frames only: the first and last, which set the answer, stay) and
+    a brightness/contrast jitter of the whole clip, as array operations."""
+    if settings.frame_drop > 0 and len(indices) > 2:
+        keep = np.ones(len(indices), dtype=bool)
+        keep[1:-1] = rng.random(len(indices) - 2) >= settings.frame_drop
+        frames, indices = frames[keep], [i for i, k in zip(indices, keep) if k]
+    if settings.color_jitter > 0:
+        gain = 1.0 + rng.uniform(-settings.color_jitter, settings.color_jitter)
+        bias = 255.0 * rng.uniform(-settings.color_jitter, settings.color_jitter) / 2
+        mean = frames.mean()
+        frames = np.clip((frames.astype(np.float32) - mean) * gain + mean + bias, 0, 255).astype(np.uint8)
+    return frames, indices
+
+
+def video_content(video: Video, config: VqaConfig, frames: np.ndarray | None = None,
+                  indices: list[int] | None = None) -> list[dict[str, Any]]:
+    """The content parts of one clip: a Qwen video with its frame times, or one image per frame."""
+    from PIL import Image
+
+    frames = video.frames if frames is None else frames
+    indices = video.frame_indices if indices is None else indices
+    width, height = config.image_size
+    images = [Image.fromarray(frame) for frame in frames]
+    size = {"resized_width": width, "resized_height": height}
+    if config.multi_image:
+        return [{"type": "image", "image": image, **size} for image in images]
+    return [{"type": "video", "video": images, "raw_fps": video.fps, "frames_indices": shown_frame_numbers(indices),
+             **size}]
+
+
+def conversation(item: Item, config: VqaConfig, *, with_answer: bool,
+                 rng: np.random.Generator | None = None) -> list[dict[str, Any]]:
+    """The user turn (each clip after its label, then the row's prompt) and, for training, the answer."""
+    content: list[dict[str, Any]] = []
+    for label, video in zip(VIDEO_LABELS[item.sample_type], item.videos):
+        frames, indices = video.frames, video.frame_indices
+        if rng is not None:
+            frames, indices = augment_frames(frames, indices, config.augment, rng)
+        if label:
+            content.append({"type": "text", "text": label})
+        content += video_content(video, config, frames, indices)
+    content.append({"type": "text", "text": item.row["prompt"]})
+    messages = [{"role": "user", "content": content}]
+    if with_answer:
+        messages.append({"role": "assistant", "content": item.answer})
+    return messages
+
+
+def _items(samples: list[dict[str, Any]] | list[Item]) -> list[Item]:
+    return [s["item"] if isinstance(s, dict) else s for s in samples]
+
+
+class TrainCollator:
+    """Answer-only SFT batches: every prompt, video and padding token is labelled -100."""
+
+    def __init__(self, config: VqaConfig, processor: Any) -> None:
+        self.config = config
+        self.processor = processor
+
+    def __call__(self, samples: list[dict[str, Any]], rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """``rng``: the runner's generator for this batch (seeded by run seed, rank and sample
+        indices), which the augmentation draws from."""
+        from qvl import chat
+
+        augment = self.config.augment.frame_drop > 0 or self.config.augment.color_jitter > 0
+        if augment and rng is None:
+            rng = np.random.default_rng(0)
+        conversations = [conversation(item, self.config, with_answer=True, rng=rng if augment else None)
+                         for item in _items(samples)]
+        return chat.sft_batch(self.processor, conversations, padding_side=self.config.padding_side)
+
+
+class PromptCollator:
+    """Generation prompts plus what decoding and the metrics need of each item."""
+
+    def __init__(self, config: VqaConfig, processor: Any) -> None:
+        self.config = config
+        self.processor = processor
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from qvl import chat
+
+        items = _items(samples)
+        batch = chat.prompt_batch(self.processor, [conversation(item, self.config, with_answer=False)
+                                                   for item in items])
+        batch[SAMPLES_KEY] = [item_summary(item) for item in items]
+        return batch
+
+
+def item_summary(item: Item) -> dict[str, Any]:
+    """What a prediction carries besides the model's answer (no frames)."""
+    row = item.row
+    return {"sample_index": int(row["sample_index"]), "sample_type": item.sample_type, "swapped": item.swapped,
+            "truth": item.answer, "task": row["task"], "strategy": row["data_gen_strategy"],
+            "data_source": row["data_source"], "trajectory_id": item.videos[0].trajectory_id,
+            # the frame-position baseline reads these: how far into its trajectory each shown clip ends
+            "positions": [round(video.position, 6) for video in item.videos]}

@@ -1,0 +1,255 @@
+"""Scores of VQA answers: the seed's metrics (preference accuracy, progress MAE/RMSE) and more, for
+the model and for the baselines, each with a 95 % bootstrap interval.
+
+Baselines answer the same items: always "1", random, constant progress (the training split's mean
+answer) and progress from frame position alone (how far into its trajectory the clip ends, as if
+every trajectory succeeded; for a pair, the clip that ends later).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qvl.scoring import bootstrap_interval, spearman
+
+if TYPE_CHECKING:
+    from qvl.config import RunConfig
+
+PAIRED = ("preference", "similarity")
+INVALID_PROGRESS = 50  # what an invalid progress answer counts as (constrained decoding gives none)
+Values = list[int | None]
+
+
+def _truth(prediction: dict[str, Any]) -> int:
+    return int(prediction["truth"])
+
+
+# -- the baselines ---------------------------------------------------------------------------------------
+
+
+def baseline_answers(predictions: Sequence[dict[str, Any]], train_mean: float | None, seed: int) -> dict[str, Values]:
+    """Each baseline's answer to every prediction's item (None where it has no answer for that type)."""
+    rng = np.random.default_rng(seed)
+    random_pick = rng.integers(1, 3, len(predictions)).tolist()
+    random_progress = rng.integers(0, 101, len(predictions)).tolist()
+    constant = None if train_mean is None else int(round(train_mean))
+    answers: dict[str, Values] = {"always_1": [], "random": [], "constant_progress": [], "frame_position": []}
+    for k, p in enumerate(predictions):
+        positions = p["positions"]
+        if p["sample_type"] == "progress":
+            answers["always_1"].append(None)
+            answers["random"].append(random_progress[k])
+            answers["constant_progress"].append(constant)
+            answers["frame_position"].append(int(round(100 * positions[-1])))
+        else:
+            answers["always_1"].append(1)
+            answers["random"].append(random_pick[k])
+            answers["constant_progress"].append(None)
+            answers["frame_position"].append(2 if positions[-1] > positions[-2] else 1)
+    return answers
+
+
+# -- one system's scores -----------------------------------------------------------------------------------
+
+
+def _interval(statistic: Callable[[np.ndarray], float], units: int, config: RunConfig) -> list[float] | None:
+    interval = bootstrap_interval(statistic, units, resamples=config.task.bootstrap, seed=config.seed)
+    return None if interval is None else [round(v, 4) for v in interval]
+
+
+def paired_scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any] | None:
+    """Accuracy on the rows as generated (the seed's metric), and, where each pair was also asked in
+    the other order, position-debiased accuracy (both orders averaged) and order consistency (the
+    same video chosen both times)."""
+    if all(v is None for v in values):
+        return None
+    first = [(p, v) for p, v in zip(predictions, values) if not p["swapped"]]
+    correct = np.array([v == _truth(p) for p, v in first], dtype=np.float64)
+    answers = [v for _, v in first]
+    result: dict[str, Any] = {
+        "count": len(first), "correct": int(correct.sum()), "accuracy": round(float(correct.mean()), 4),
+        "accuracy_ci95": _interval(lambda idx: correct[idx].mean(), len(correct), config),
+        "answers_1_rate": round(sum(a == 1 for a in answers) / len(answers), 4),
+        "invalid": sum(a is None for a in answers),
+    }
+    orders: dict[int, dict[bool, tuple[int | None, bool]]] = defaultdict(dict)
+    for p, v in zip(predictions, values):
+        orders[p["sample_index"]][p["swapped"]] = (v, v == _truth(p))
+    both = [o for o in orders.values() if len(o) == 2]
+    if both:
+        debiased = np.array([(o[False][1] + o[True][1]) / 2 for o in both])
+        consistent = np.array([o[False][0] is not None and o[True][0] is not None and o[False][0] != o[True][0]
+                               for o in both], dtype=np.float64)
+        result.update({
+            "pairs_in_both_orders": len(both),
+            "debiased_accuracy": round(float(debiased.mean()), 4),
+            "debiased_accuracy_ci95": _interval(lambda idx: debiased[idx].mean(), len(debiased), config),
+            "order_consistency": round(float(consistent.mean()), 4),
+        })
+    return result
+
+
+def progress_scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any] | None:
+    """MAE and RMSE in progress points (0-100), and the mean per-trajectory Spearman correlation of
+    predicted against true progress (value-order correlation)."""
+    if all(v is None for v in values):
+        return None
+    truth = np.array([_truth(p) for p in predictions], dtype=np.float64)
+    guess = np.array([INVALID_PROGRESS if v is None else v for v in values], dtype=np.float64)
+    error = guess - truth
+    by_trajectory: dict[str, list[int]] = defaultdict(list)
+    for k, p in enumerate(predictions):
+        by_trajectory[p["trajectory_id"]].append(k)
+    correlations = []
+    for rows in by_trajectory.values():
+        if len(rows) >= 3 and np.ptp(truth[rows]) > 0:
+            value = spearman(truth[rows], guess[rows])
+            correlations.append(0.0 if value is None else value)  # a constant guess orders nothing
+    rho = np.array(correlations)
+    return {
+        "count": len(predictions),
+        "mae": round(float(np.abs(error).mean()), 3),
+        "mae_ci95": _interval(lambda idx: np.abs(error[idx]).mean(), len(error), config),
+        "rmse": round(float(np.sqrt((error ** 2).mean())), 3),
+        "rmse_ci95": _interval(lambda idx: np.sqrt((error[idx] ** 2).mean()), len(error), config),
+        "spearman_per_trajectory": round(float(rho.mean()), 4) if len(rho) else None,
+        "spearman_ci95": _interval(lambda idx: rho[idx].mean(), len(rho), config) if len(rho) else None,
+        "trajectories_with_spearman": len(rho),
+        "invalid": sum(v is None for v in values),
+    }
+
+
+def scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any]:
+    """A system's scores by sample type (types it gives no answer for are left out)."""
+    result: dict[str, Any] = {}
+    for kind in ("preference", "similarity", "progress"):
+        rows = [k for k, p in enumerate(predictions) if p["sample_type"] == kind]
+        if not rows:
+            continue
+        part = [predictions[k] for k in rows]
+        answers = [values[k] for k in rows]
+        scored = progress_scores(part, answers, config) if kind == "progress" else paired_scores(part, answers, config)
+        if scored is not None:
+            result[kind] = scored
+    return result
+
+
+def breakdown(predictions: Sequence[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """The model's accuracy (paired types, rows as generated) and MAE (progress) per ``key`` value."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for p in predictions:
+        if not p["swapped"]:
+            groups[(p[key], p["sample_type"])].append(p)
+    result: dict[str, dict[str, Any]] = defaultdict(dict)
+    for (name, kind), rows in sorted(groups.items()):
+        if kind == "progress":
+            errors = [abs((INVALID_PROGRESS if p["value"] is None else p["value"]) - _truth(p)) for p in rows]
+            result[name][kind] = {"count": len(rows), "mae": round(sum(errors) / len(rows), 3)}
+        else:
+            right = sum(p["value"] == _truth(p) for p in rows)
+            result[name][kind] = {"count": len(rows), "accuracy": round(right / len(rows), 4)}
+    return dict(result)
+
+
+# -- the report ------------------------------------------------------------------------------------------
+
+# (sample type, metric, better) compared between the model and each baseline
+COMPARED = [("preference", "debiased_accuracy", "higher"), ("preference", "accuracy", "higher"),
+            ("similarity", "debiased_accuracy", "higher"), ("progress", "mae", "lower")]
+
+
+def comparison(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """For each metric, whether the model's 95 % interval lies entirely on the better side of each
+    baseline's (no overlap)."""
+    result: dict[str, Any] = {}
+    for kind, metric, better in COMPARED:
+        ours = model.get(kind, {}).get(f"{metric}_ci95")
+        if ours is None:
+            continue
+        verdicts = {}
+        for name, scored in baselines.items():
+            theirs = scored.get(kind, {}).get(f"{metric}_ci95")
+            if theirs is not None:
+                verdicts[name] = ours[0] > theirs[1] if better == "higher" else ours[1] < theirs[0]
+        if verdicts:
+            result[f"{kind}/{metric}"] = {"beats": verdicts, "beats_all": all(verdicts.values())}
+    return result
+
+
+def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], dataset: Any,
+                         out_dir: Path) -> dict[str, Any]:
+    """The evaluation's metrics (with a readable ``report`` that ``qvl run vqa eval`` prints), and with
+    ``eval.save_vis`` the progress curves and confusion matrices as PNGs."""
+    model_values: Values = [p["value"] for p in predictions]
+    train_mean = getattr(dataset, "train_progress_mean", lambda: None)()
+    baselines = {name: scores(predictions, values, config)
+                 for name, values in baseline_answers(predictions, train_mean, config.seed).items()}
+    model = scores(predictions, model_values, config)
+    kinds: dict[str, int] = defaultdict(int)
+    for p in predictions:
+        if not p["swapped"]:
+            kinds[p["sample_type"]] += 1
+    result = {
+        "dataset_path": str(getattr(dataset, "dataset_dir", "")),
+        "split": getattr(dataset, "split", None),
+        "total_samples": sum(kinds.values()),
+        "sample_types": dict(kinds),
+        "asked": len(predictions),
+        "invalid_answers": sum(not p["valid"] for p in predictions),
+        **model,
+        "by_task": breakdown(predictions, "task"),
+        "by_strategy": breakdown(predictions, "strategy"),
+        "baselines": baselines,
+        "train_mean_progress": None if train_mean is None else round(train_mean, 3),
+        "comparison": comparison(model, baselines),
+    }
+    result["report"] = report_text(result)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.eval.save_vis:
+        from qvl_vqa.plots import plot_confusion, plot_progress
+
+        plot_progress(predictions, out_dir / "progress_curves.png")
+        plot_confusion(predictions, out_dir / "confusion.png")
+    return result
+
+
+def report_text(result: dict[str, Any]) -> str:
+    """What the terminal shows: counts, the model-and-baselines table, and the verdicts."""
+    lines = [f"{result['total_samples']} samples of split {result['split']} ({result['sample_types']}), "
+             f"{result['asked']} questions asked, {result['invalid_answers']} invalid answers",
+             "", table({k: result[k] for k in ("preference", "similarity", "progress") if k in result},
+                       result["baselines"]), ""]
+    for metric, verdict in result["comparison"].items():
+        beaten = [name for name, ok in verdict["beats"].items() if ok]
+        lines.append(f"{metric}: the model's 95 % interval clears {len(beaten)} of {len(verdict['beats'])} "
+                     f"baselines ({', '.join(beaten) or 'none'})")
+    return "\n".join(lines)
+
+
+def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one line per system, each metric with its 95 % interval."""
+    columns = [("preference", "accuracy"), ("preference", "debiased_accuracy"), ("similarity", "debiased_accuracy"),
+               ("progress", "mae"), ("progress", "rmse"), ("progress", "spearman_per_trajectory")]
+    present = [(k, m) for k, m in columns if k in model or any(k in b for b in baselines.values())]
+
+    def cell(scored: dict[str, Any], kind: str, metric: str) -> str:
+        part = scored.get(kind)
+        if not part or part.get(metric) is None:
+            return "-"
+        interval = part.get(f"{metric}_ci95") or part.get(metric.replace("_per_trajectory", "") + "_ci95")
+        text = f"{part[metric]:.3f}" if metric != "mae" and metric != "rmse" else f"{part[metric]:.1f}"
+        if interval:
+            text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
+        return text
+
+    header = ["system", *(f"{k} {m}" for k, m in present)]
+    rows = [header] + [[name, *(cell(s, k, m) for k, m in present)]
+                       for name, s in [("model", model), *baselines.items()]]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows)

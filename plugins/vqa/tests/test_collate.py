@@ -1,0 +1,90 @@
+"""Answer-only SFT batches and generation prompts, on real tokenized batches of both Qwen-VL families."""
+
+import numpy as np
+import pytest
+
+from qvl_vqa.collate import (SAMPLES_KEY, PromptCollator, TrainCollator, augment_frames, conversation,
+                             shown_frame_numbers)
+from qvl_vqa.config import AugmentConfig, VqaConfig
+from qvl_vqa.samples import Item, Video
+
+
+@pytest.fixture(scope="module", params=["embedded:qwen3-vl-tiny", "embedded:qwen2.5-vl-tiny"])
+def backbone(request):
+    from qvl.backbone.loading import load
+    from qvl.config import BackboneConfig
+
+    return load(BackboneConfig(name=request.param, finetune="frozen"))
+
+
+def video(trajectory: str, indices: list[int], shade: int) -> Video:
+    frames = np.full((len(indices), 64, 64, 3), shade, np.uint8)
+    return Video(frames=frames, frame_indices=indices, fps=10.0, trajectory_id=trajectory, num_frames=20)
+
+
+def item(kind: str, answer: str, swapped: bool = False) -> Item:
+    row = {"sample_type": kind, "answer": answer, "prompt": f"Question about {kind}? Task: push the red block",
+           "sample_index": 7, "task": "push the red block", "data_gen_strategy": "rewind", "data_source": "test"}
+    videos = {"preference": [video("a", [0, 5, 10, 15], 40), video("a", [0, 8, 4, 2], 90)],
+              "progress": [video("b", [0, 3, 6, 9], 60)],
+              "similarity": [video("a", [0, 5, 10, 15], 40), video("c", [0, 6, 12, 18], 50),
+                             video("d", [0, 2, 4, 6], 70)]}[kind]
+    return Item(row=row, videos=videos, swapped=swapped)
+
+
+@pytest.mark.parametrize("multi_image", [False, True])
+def test_only_the_answer_and_its_end_token_carry_labels(backbone, multi_image):
+    config = VqaConfig(multi_image=multi_image)
+    items = [item("preference", "2"), item("progress", "75"), item("similarity", "1", swapped=True)]
+    batch = TrainCollator(config, backbone.processor)(items)
+    tokenizer = backbone.processor.tokenizer
+    labels = batch["labels"]
+    for row, expected in zip(labels, ["2", "75", "2"]):  # the swapped similarity answer flips
+        kept = row[row != -100]
+        assert tokenizer.decode(kept) == expected + "<|im_end|>"
+    # everything else is masked: the prompt, every video/image token, the padding
+    vision = tokenizer.convert_tokens_to_ids("<|image_pad|>" if multi_image else "<|video_pad|>")
+    assert (batch["input_ids"] == vision).sum() > 0
+    assert not ((labels != -100) & (batch["input_ids"] == vision)).any()
+    assert (labels != -100).sum().item() == 2 + 3 + 2
+    masked_share = (labels == -100).float().mean().item()
+    assert masked_share > 0.9  # the seed's "~99.7 %" at real resolutions; a few answer tokens here
+    if multi_image:
+        assert batch["image_grid_thw"].shape[0] == (2 + 1 + 3) * 4  # one image per frame of 6 clips
+    else:
+        assert batch["video_grid_thw"].shape[0] == 6
+
+
+def test_prompts_end_with_the_assistant_header_and_carry_the_items(backbone):
+    config = VqaConfig()
+    items = [item("preference", "1"), item("progress", "40")]
+    batch = PromptCollator(config, backbone.processor)(items)
+    text = backbone.processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.rstrip().endswith("<|im_start|>assistant")
+    assert "Video 1:" in text and "Video 2:" in text and "Question about preference?" in text
+    summaries = batch[SAMPLES_KEY]
+    assert [s["truth"] for s in summaries] == ["1", "40"]
+    assert summaries[0]["positions"] == pytest.approx([15 / 19, 2 / 19], abs=1e-6)
+
+
+def test_a_rewound_clip_plays_forward_in_time():
+    assert shown_frame_numbers([0, 5, 10, 15]) == [0, 5, 10, 15]
+    assert shown_frame_numbers([0, 8, 4, 2]) == [0, 8, 12, 14]
+    assert shown_frame_numbers([12, 9, 6, 3]) == [0, 3, 6, 9]
+    assert shown_frame_numbers([3, 3, 4]) == [0, 1, 2]  # a repeated frame still advances
+
+
+def test_augmentation_keeps_the_first_and_last_frames():
+    frames = np.stack([np.full((8, 8, 3), 10 * k, np.uint8) for k in range(8)])
+    rng = np.random.default_rng(0)
+    dropped, indices = augment_frames(frames, list(range(8)), AugmentConfig(frame_drop=0.9), rng)
+    assert indices[0] == 0 and indices[-1] == 7 and len(indices) < 8
+    assert [int(f[0, 0, 0]) for f in dropped] == [10 * i for i in indices]
+    jittered, same = augment_frames(frames, list(range(8)), AugmentConfig(color_jitter=0.5), rng)
+    assert same == list(range(8)) and jittered.dtype == np.uint8 and not np.array_equal(jittered, frames)
+    # the rows a collator builds with a seeded generator are reproducible
+    a = conversation(item("progress", "10"), VqaConfig(augment=AugmentConfig(frame_drop=0.5)), with_answer=True,
+                     rng=np.random.default_rng(3))
+    b = conversation(item("progress", "10"), VqaConfig(augment=AugmentConfig(frame_drop=0.5)), with_answer=True,
+                     rng=np.random.default_rng(3))
+    assert a[0]["content"][0]["frames_indices"] == b[0]["content"][0]["frames_indices"]
