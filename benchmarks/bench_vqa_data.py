@@ -3,7 +3,8 @@
 Run: .venv/bin/python benchmarks/bench_vqa_data.py [--batches 30] [--batch-size 8] [--workers 0 1 2]
 
 A trajectory store like the seed's (224x224 frames, 64-96 per trajectory, uncompressed .npz, about
-10-15 MB a file) and 2,000 generated rows (preference / progress as 0.7 / 0.3, 8 frames a video).
+10-15 MB a file) and generated rows (twice what the batches read: 512 by default; preference /
+progress as 0.7 / 0.3, 8 frames a video).
 Both sides make the same answer-only SFT batches with the same processor (frames resized to
 64x64 for the tiny backbone); no model runs, so this is the data path alone:
 

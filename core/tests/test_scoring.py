@@ -31,3 +31,16 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
     # the same seed resamples the same units: two systems compared on identical resamples
     assert mean_interval(small, seed=3) == mean_interval(small, seed=3)
     assert bootstrap_interval(lambda idx: 0.0, 0) is None
+
+
+def test_a_cluster_bootstrap_is_wider_when_units_of_a_group_move_together():
+    rng = np.random.default_rng(1)
+    # 10 recordings of 50 samples each: a recording's samples share its offset
+    offsets = np.repeat(rng.normal(0, 1, 10), 50)
+    values = offsets + rng.normal(0, 0.1, 500)
+    groups = np.repeat(np.arange(10), 50)
+    naive = mean_interval(values, resamples=400)
+    clustered = bootstrap_interval(lambda idx: float(values[idx].mean()), 500, resamples=400, groups=groups)
+    assert (clustered[1] - clustered[0]) > 4 * (naive[1] - naive[0])
+    with pytest.raises(ValueError):
+        bootstrap_interval(lambda idx: 0.0, 3, groups=[1, 2])

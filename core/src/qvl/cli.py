@@ -118,6 +118,18 @@ def _command(args: argparse.Namespace) -> int:
     return 2
 
 
+def user_message(exc: BaseException) -> str:
+    """A user error's one line, also when a DataLoader worker raised it: torch re-raises it in the
+    main process as "Caught X in DataLoader worker process N. Original Traceback ... module.X: line"."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = type(exc).__name__
+    head, _, message = last.partition(": ")
+    return message if head.endswith(name) else last
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -141,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"qvl: error: {exc}", file=sys.stderr)
+        print(f"qvl: error: {user_message(exc)}", file=sys.stderr)
         print(f"qvl: (set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return USER_ERROR_EXIT
     except KeyboardInterrupt:

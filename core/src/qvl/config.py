@@ -109,7 +109,9 @@ class TrainConfig:
     grad_accum: int = attrs.field(default=1, validator=positive)
     lr: float = attrs.field(default=2e-4, validator=positive)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    # transformers' get_scheduler names
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
+                       "polynomial"] = "cosine"
     warmup_steps: int = attrs.field(default=10, validator=non_negative)
     warmup_ratio: float | None = attrs.field(default=None, validator=attrs.validators.optional(fraction))
     max_grad_norm: float = attrs.field(default=1.0, validator=non_negative)

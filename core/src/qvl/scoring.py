@@ -39,17 +39,28 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 
 def bootstrap_interval(statistic: Callable[[np.ndarray], float], units: int, *, resamples: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> list[float] | None:
+                       seed: int = 0, level: float = 0.95, groups: Sequence[Any] | None = None) -> list[float] | None:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``units`` resampled with replacement.
 
     ``statistic`` gets an index array (a resample of ``range(units)``) and computes the metric on
     those units; call it with the same ``seed`` for two systems to compare them on the same resamples.
+    ``groups`` (one key per unit): resample whole groups instead of units (a cluster bootstrap), for
+    units that are not independent, such as many samples cut from one recording.
     Returns ``[low, high]``, or None without units or resamples.
     """
     if units == 0 or resamples == 0:
         return None
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, units, units)) for _ in range(resamples)], dtype=np.float64)
+    if groups is None:
+        draws = (rng.integers(0, units, units) for _ in range(resamples))
+    else:
+        if len(groups) != units:
+            raise ValueError(f"{len(groups)} group keys for {units} units")
+        _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+        draws = (np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+                 for _ in range(resamples))
+    values = np.array([statistic(indices) for indices in draws], dtype=np.float64)
     values = values[np.isfinite(values)]
     if not len(values):
         return None

@@ -24,11 +24,15 @@ def video(trajectory: str, indices: list[int], shade: int) -> Video:
 
 def item(kind: str, answer: str, swapped: bool = False) -> Item:
     row = {"sample_type": kind, "answer": answer, "prompt": f"Question about {kind}? Task: push the red block",
-           "sample_index": 7, "task": "push the red block", "data_gen_strategy": "rewind", "data_source": "test"}
+           "sample_index": 7, "task": "push the red block", "data_gen_strategy": "rewind", "data_source": "test",
+           "trajectory_id": "a" if kind == "similarity" else "b", "first_trajectory_id": "a" if kind != "progress" else None,
+           "second_trajectory_id": {"preference": "a", "similarity": "c"}.get(kind), "chosen_is_first": True}
     videos = {"preference": [video("a", [0, 5, 10, 15], 40), video("a", [0, 8, 4, 2], 90)],
               "progress": [video("b", [0, 3, 6, 9], 60)],
               "similarity": [video("a", [0, 5, 10, 15], 40), video("c", [0, 6, 12, 18], 50),
                              video("d", [0, 2, 4, 6], 70)]}[kind]
+    if swapped:  # as VqaSamples shows a swapped pair: the two candidates exchanged
+        videos[-2], videos[-1] = videos[-1], videos[-2]
     return Item(row=row, videos=videos, swapped=swapped)
 
 
@@ -65,6 +69,7 @@ def test_prompts_end_with_the_assistant_header_and_carry_the_items(backbone):
     summaries = batch[SAMPLES_KEY]
     assert [s["truth"] for s in summaries] == ["1", "40"]
     assert summaries[0]["positions"] == pytest.approx([15 / 19, 2 / 19], abs=1e-6)
+    assert [s["cluster"] for s in summaries] == ["a", "b"]  # the chosen video's recording; the progress clip's
 
 
 def test_a_rewound_clip_plays_forward_in_time():

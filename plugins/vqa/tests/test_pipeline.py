@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import qvl
+
 pytestmark = pytest.mark.slow
 
 TINY = ("task.synthetic.tasks=2", "task.synthetic.trajectories_per_task=12", "task.test_fraction=0.3",
@@ -65,6 +67,14 @@ def test_train_builds_its_data_then_eval_and_predict_score_every_question(qvl_ru
     predicted = qvl_run_stage("vqa", "predict", *tiny, "predict.max_samples=6")
     lines = (predicted.out_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(line)["valid"] for line in lines)
+
+    # --input: a data set generated before, read from the store its generation_config.json names
+    (generated_dir,) = datasets.glob("vqa-160-*")
+    again = qvl_run_stage("vqa", "predict", *tiny, "predict.max_samples=6", "predict.split=val",
+                          predict_input=str(generated_dir))
+    assert len((again.out_dir / "predictions.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(qvl.UserError, match="not a data set 'qvl run vqa generate' wrote"):
+        qvl_run_stage("vqa", "predict", *tiny, predict_input=str(tmp_path))
 
 
 def test_the_lerobot_copy_trains_like_the_npz_store(qvl_run_stage, qvl_quick_run, tiny, tmp_path):

@@ -43,21 +43,9 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise LeRobotFormatError(f"{path}: missing") from None
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LeRobotFormatError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise LeRobotFormatError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    from qvl.jsonl import read_objects
+
+    return [row for _, row in read_objects(path, LeRobotFormatError)]
 
 
 def read_parquet(path: Path, columns: Sequence[str] | None = None) -> Any:

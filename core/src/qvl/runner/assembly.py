@@ -46,15 +46,24 @@ def checked_dataset(call: Callable[..., Any], task: Task, config: RunConfig, spl
     return data
 
 
-class FirstSamples(list):
-    """The first ``limit`` samples of a data set, read once and kept (validation reuses them); any
-    other attribute is the data set's own (a task's ``evaluate`` may call its methods)."""
+class FirstSamples(Sequence):
+    """The first ``limit`` samples of a data set, read on access like the data set itself (a task's
+    samples may carry frames: nothing is held in memory); any other attribute is the data set's own
+    (a task's ``evaluate`` may call its methods)."""
 
     def __init__(self, source: Sequence[Any], limit: int) -> None:
-        super().__init__(source[i] for i in range(limit))
         self.source = source
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        if not -self.limit <= index < self.limit:
+            raise IndexError(index)
+        return self.source[index % self.limit]
 
     def __getattr__(self, name: str) -> Any:
-        if name == "source":  # not set yet (unpickling): no recursion
+        if name in ("source", "limit"):  # not set yet (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.source, name)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from qvl_vqa.collate import PROGRESS_PATTERN, SAMPLES_KEY
+from qvl_vqa.collate import SAMPLES_KEY
 
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
 
+PROGRESS_PATTERN = r"(100|[1-9]?[0-9])"
 MAX_NEW_TOKENS = 4  # Qwen's tokenizer writes one token per digit: "100" + <|im_end|>
 _PROGRESS = re.compile(rf"^{PROGRESS_PATTERN}$")
 

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from qvl_vqa.config import AugmentConfig, VqaConfig
 
 SAMPLES_KEY = "vqa_items"  # batch key of what decode needs besides the tensors
-PROGRESS_PATTERN = r"(100|[1-9]?[0-9])"
 VIDEO_LABELS = {
     "preference": ("Video 1:", "Video 2:"),
     "progress": ("",),
@@ -129,8 +128,14 @@ class PromptCollator:
 def item_summary(item: Item) -> dict[str, Any]:
     """What a prediction carries besides the model's answer (no frames)."""
     row = item.row
+    if item.sample_type == "preference":
+        anchor = row["first_trajectory_id"] if row["chosen_is_first"] else row["second_trajectory_id"]
+    else:
+        anchor = row["trajectory_id"]
     return {"sample_index": int(row["sample_index"]), "sample_type": item.sample_type, "swapped": item.swapped,
             "truth": item.answer, "task": row["task"], "strategy": row["data_gen_strategy"],
             "data_source": row["data_source"], "trajectory_id": item.videos[0].trajectory_id,
+            # the recording a row is cut from (the chosen or reference one): the bootstrap's unit
+            "cluster": anchor,
             # the frame-position baseline reads these: how far into its trajectory each shown clip ends
             "positions": [round(video.position, 6) for video in item.videos]}

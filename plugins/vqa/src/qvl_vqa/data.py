@@ -27,6 +27,7 @@ def store_root(config: RunConfig, *, create: bool) -> Path:
 
 
 def open_trajectories(config: RunConfig, root: Path | None = None) -> TrajectoryStore:
+    """The trajectory store at ``root`` (default: the configured one), read with the ``[task]`` settings."""
     from qvl_vqa.trajectories import open_store
 
     t = config.task
@@ -34,7 +35,19 @@ def open_trajectories(config: RunConfig, root: Path | None = None) -> Trajectory
                       camera_key=t.camera_key, fps=t.fps, progress_column=t.progress_column)
 
 
-def generation_fingerprint(config: RunConfig, store: TrajectoryStore) -> dict[str, Any]:
+def existing_dataset(config: RunConfig, folder: Path) -> tuple[Path, TrajectoryStore]:
+    """A VQA data set generated before (``predict --input``) and the trajectory store it was generated from."""
+    record = folder / "generation_config.json"
+    try:
+        info = json.loads(record.read_text(encoding="utf-8"))
+        root = Path(info["store_root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise qvl.UserError(f"{folder}: not a data set 'qvl run vqa generate' wrote (no readable {record.name} "
+                            "with its store_root)") from None
+    return folder, open_trajectories(config, root)
+
+
+def dataset_fingerprint(config: RunConfig, store: TrajectoryStore) -> dict[str, Any]:
     from qvl_vqa.generation import generation_fingerprint as fingerprint
     from qvl_vqa.generation import settings_of
 
@@ -45,7 +58,7 @@ def dataset_dir(config: RunConfig, store: TrajectoryStore) -> Path:
     """``task.output_path``, else a folder in qvl's cache named after what the rows depend on."""
     if config.task.output_path:
         return Path(config.task.output_path).expanduser()
-    digest = hashlib.sha1(json.dumps(generation_fingerprint(config, store), sort_keys=True, default=str).encode())
+    digest = hashlib.sha1(json.dumps(dataset_fingerprint(config, store), sort_keys=True, default=str).encode())
     return qvl.cache_dir() / "datasets" / f"vqa-{config.task.num_samples}-s{config.seed}-{digest.hexdigest()[:10]}"
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import qvl
 from qvl_vqa.config import VqaConfig
-from qvl_vqa.data import generate, generated_dataset, make_data, open_trajectories, stats
+from qvl_vqa.data import existing_dataset, generate, generated_dataset, make_data, stats
 
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
@@ -48,9 +48,9 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
     if split == "predict":
         split = config.predict.split
-        if config.predict.input:
-            root = Path(config.predict.input).expanduser()
-            return VqaSamples(root, split, open_trajectories(config), both_orders=config.task.both_orders)
+        if config.predict.input:  # a data set generated before, from the store it names
+            folder, store = existing_dataset(config, Path(config.predict.input).expanduser())
+            return VqaSamples(folder, split, store, both_orders=config.task.both_orders)
     folder, store = generated_dataset(config)
     return VqaSamples(folder, split, store, both_orders=split != "train" and config.task.both_orders)
 

@@ -20,7 +20,6 @@ from qvl.scoring import bootstrap_interval, spearman
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
-PAIRED = ("preference", "similarity")
 INVALID_PROGRESS = 50  # what an invalid progress answer counts as (constrained decoding gives none)
 Values = list[int | None]
 
@@ -57,8 +56,12 @@ def baseline_answers(predictions: Sequence[dict[str, Any]], train_mean: float | 
 # -- one system's scores -----------------------------------------------------------------------------------
 
 
-def _interval(statistic: Callable[[np.ndarray], float], units: int, config: RunConfig) -> list[float] | None:
-    interval = bootstrap_interval(statistic, units, resamples=config.task.bootstrap, seed=config.seed)
+def _interval(statistic: Callable[[np.ndarray], float], units: int, config: RunConfig,
+              groups: Sequence[Any] | None = None) -> list[float] | None:
+    """The 95 % interval; ``groups``: resample whole recordings (the rows cut from one trajectory
+    are not independent, and a test split holds few trajectories)."""
+    interval = bootstrap_interval(statistic, units, resamples=config.task.bootstrap, seed=config.seed,
+                                  groups=groups)
     return None if interval is None else [round(v, 4) for v in interval]
 
 
@@ -73,14 +76,18 @@ def paired_scores(predictions: Sequence[dict[str, Any]], values: Values, config:
     answers = [v for _, v in first]
     result: dict[str, Any] = {
         "count": len(first), "correct": int(correct.sum()), "accuracy": round(float(correct.mean()), 4),
-        "accuracy_ci95": _interval(lambda idx: correct[idx].mean(), len(correct), config),
+        "accuracy_ci95": _interval(lambda idx: correct[idx].mean(), len(correct), config,
+                                   [p["cluster"] for p, _ in first]),
         "answers_1_rate": round(sum(a == 1 for a in answers) / len(answers), 4),
         "invalid": sum(a is None for a in answers),
     }
     orders: dict[int, dict[bool, tuple[int | None, bool]]] = defaultdict(dict)
+    clusters: dict[int, str] = {}
     for p, v in zip(predictions, values):
         orders[p["sample_index"]][p["swapped"]] = (v, v == _truth(p))
+        clusters[p["sample_index"]] = p["cluster"]
     both = [o for o in orders.values() if len(o) == 2]
+    pair_groups = [clusters[i] for i, o in orders.items() if len(o) == 2]
     if both:
         debiased = np.array([(o[False][1] + o[True][1]) / 2 for o in both])
         consistent = np.array([o[False][0] is not None and o[True][0] is not None and o[False][0] != o[True][0]
@@ -88,7 +95,8 @@ def paired_scores(predictions: Sequence[dict[str, Any]], values: Values, config:
         result.update({
             "pairs_in_both_orders": len(both),
             "debiased_accuracy": round(float(debiased.mean()), 4),
-            "debiased_accuracy_ci95": _interval(lambda idx: debiased[idx].mean(), len(debiased), config),
+            "debiased_accuracy_ci95": _interval(lambda idx: debiased[idx].mean(), len(debiased), config,
+                                                pair_groups),
             "order_consistency": round(float(consistent.mean()), 4),
         })
     return result
@@ -96,15 +104,18 @@ def paired_scores(predictions: Sequence[dict[str, Any]], values: Values, config:
 
 def progress_scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any] | None:
     """MAE and RMSE in progress points (0-100), and the mean per-trajectory Spearman correlation of
-    predicted against true progress (value-order correlation)."""
+    predicted against true progress (value-order correlation; over the clips of the trajectory's
+    own task: a ``different_task`` clip's truth is 0 whatever its frames)."""
     if all(v is None for v in values):
         return None
     truth = np.array([_truth(p) for p in predictions], dtype=np.float64)
     guess = np.array([INVALID_PROGRESS if v is None else v for v in values], dtype=np.float64)
     error = guess - truth
+    groups = [p["cluster"] for p in predictions]
     by_trajectory: dict[str, list[int]] = defaultdict(list)
     for k, p in enumerate(predictions):
-        by_trajectory[p["trajectory_id"]].append(k)
+        if p["strategy"] != "different_task":
+            by_trajectory[p["trajectory_id"]].append(k)
     correlations = []
     for rows in by_trajectory.values():
         if len(rows) >= 3 and np.ptp(truth[rows]) > 0:
@@ -114,9 +125,9 @@ def progress_scores(predictions: Sequence[dict[str, Any]], values: Values, confi
     return {
         "count": len(predictions),
         "mae": round(float(np.abs(error).mean()), 3),
-        "mae_ci95": _interval(lambda idx: np.abs(error[idx]).mean(), len(error), config),
+        "mae_ci95": _interval(lambda idx: np.abs(error[idx]).mean(), len(error), config, groups),
         "rmse": round(float(np.sqrt((error ** 2).mean())), 3),
-        "rmse_ci95": _interval(lambda idx: np.sqrt((error[idx] ** 2).mean()), len(error), config),
+        "rmse_ci95": _interval(lambda idx: np.sqrt((error[idx] ** 2).mean()), len(error), config, groups),
         "spearman_per_trajectory": round(float(rho.mean()), 4) if len(rho) else None,
         "spearman_ci95": _interval(lambda idx: rho[idx].mean(), len(rho), config) if len(rho) else None,
         "trajectories_with_spearman": len(rho),
@@ -159,8 +170,18 @@ def breakdown(predictions: Sequence[dict[str, Any]], key: str) -> dict[str, dict
 # -- the report ------------------------------------------------------------------------------------------
 
 # (sample type, metric, better) compared between the model and each baseline
-COMPARED = [("preference", "debiased_accuracy", "higher"), ("preference", "accuracy", "higher"),
-            ("similarity", "debiased_accuracy", "higher"), ("progress", "mae", "lower")]
+COMPARED = [("preference", "accuracy", "higher"), ("preference", "debiased_accuracy", "higher"),
+            ("similarity", "accuracy", "higher"), ("similarity", "debiased_accuracy", "higher"),
+            ("progress", "mae", "lower"), ("progress", "rmse", "lower"), ("progress", "spearman_per_trajectory", "higher")]
+
+
+# baselines that get a metric right by construction: within one trajectory, target progress grows
+# with the frame number (linear in time), so ordering clips by frame position is the truth's order
+ORACLES = {"spearman_per_trajectory": ("frame_position",)}
+
+
+def _ci_key(metric: str) -> str:
+    return "spearman_ci95" if metric == "spearman_per_trajectory" else f"{metric}_ci95"
 
 
 def comparison(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -168,12 +189,14 @@ def comparison(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> d
     baseline's (no overlap)."""
     result: dict[str, Any] = {}
     for kind, metric, better in COMPARED:
-        ours = model.get(kind, {}).get(f"{metric}_ci95")
+        ours = model.get(kind, {}).get(_ci_key(metric))
         if ours is None:
             continue
         verdicts = {}
         for name, scored in baselines.items():
-            theirs = scored.get(kind, {}).get(f"{metric}_ci95")
+            if name in ORACLES.get(metric, ()):
+                continue
+            theirs = scored.get(kind, {}).get(_ci_key(metric))
             if theirs is not None:
                 verdicts[name] = ours[0] > theirs[1] if better == "higher" else ours[1] < theirs[0]
         if verdicts:
@@ -242,7 +265,7 @@ def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
         part = scored.get(kind)
         if not part or part.get(metric) is None:
             return "-"
-        interval = part.get(f"{metric}_ci95") or part.get(metric.replace("_per_trajectory", "") + "_ci95")
+        interval = part.get(_ci_key(metric))
         text = f"{part[metric]:.3f}" if metric != "mae" and metric != "rmse" else f"{part[metric]:.1f}"
         if interval:
             text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"

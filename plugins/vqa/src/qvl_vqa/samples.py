@@ -81,7 +81,7 @@ class VqaSamples(Sequence):
 
     def __init__(self, dataset_dir: str | Path, split: str, store: TrajectoryStore, *,
                  both_orders: bool = False) -> None:
-        from datasets import load_from_disk
+        from datasets import DatasetDict, load_from_disk
 
         self.dataset_dir = Path(dataset_dir)
         self.split = split
@@ -91,6 +91,9 @@ class VqaSamples(Sequence):
         except FileNotFoundError as exc:
             raise qvl.UserError(f"{self.dataset_dir}: not a generated VQA data set (no datasets folder here); "
                                 "write one with 'qvl run vqa generate'") from exc
+        if not isinstance(splits, DatasetDict):
+            raise qvl.UserError(f"{self.dataset_dir}: one data set, not the train/val/test DatasetDict "
+                                "'qvl run vqa generate' writes")
         if split not in splits:
             raise qvl.UserError(f"{self.dataset_dir}: no split {split!r}; it has {sorted(splits)}")
         self.rows = splits[split]
@@ -102,13 +105,6 @@ class VqaSamples(Sequence):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def row(self, index: int) -> dict[str, Any]:
-        """The row of item ``index``, without frames."""
-        return self.rows[self._items[index][0]]
-
-    def swapped(self, index: int) -> bool:
-        return self._items[index][1]
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         """``{"id": "<sample_index>" (+ "/swapped"), "item": Item}``: the runner's sample dict."""

@@ -7,7 +7,6 @@ indexes, in the DataLoader's workers.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import struct
@@ -434,22 +433,9 @@ class NpzStore(TrajectoryStore):
 
 
 def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the trajectory table ({exc})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append((number, row))
-    return rows, []
+    from qvl.jsonl import read_objects
+
+    return read_objects(path), []
 
 
 def _read_datasets(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[str, int, int]]]:
