@@ -109,6 +109,60 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
     assert not list(tmp_path.glob(f".resumed{PARTIAL_TAG}*")) and not (target / generation.SHARD_RECORDS).exists()
 
 
+GENERATION_SETUP = """
+from qvl_vqa import generation
+from qvl_vqa.trajectories import Trajectory
+
+trajectories = [Trajectory(id=f"t{k % 4}-{k}", task=f"task {k % 4}", data_source="s",
+                           quality_label=("successful", "successful", "suboptimal", "failure")[(k // 4) % 4],
+                           partial_success=None, num_frames=10 + k % 7, frames_shape=(10 + k % 7, 8, 8, 3),
+                           npz_path=f"npz/{k}.npz") for k in range(64)]
+settings = generation.GenerationSettings(num_samples=500, seed=5, save_batch_size=60)
+"""
+KILLED_AFTER_THREE_SHARDS = GENERATION_SETUP + """
+import os, signal, sys
+from pathlib import Path
+
+real_write, written = generation._write_shard, []
+
+def write_then_die(job, shard):
+    if len(written) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # no handler, no cleanup: as a killed machine
+    written.append(real_write(job, shard))
+    return written[-1]
+
+if __name__ == "__main__":
+    generation._write_shard = write_then_die
+    generation.build_vqa_dataset(Path(sys.argv[1]), trajectories, settings, store_root="/s",
+                                 store_fingerprint={}, progress=False)
+"""
+
+
+def test_a_sigkilled_generation_resumes_from_its_finished_shards(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_THREE_SHARDS)
+    target = tmp_path / "vqa"
+    result = subprocess.run([sys.executable, str(script), str(target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert not target.exists()
+    (partial,) = tmp_path.glob(f".vqa{PARTIAL_TAG}*")
+    assert len(list(partial.glob("*/data-*.arrow"))) == 3
+
+    # the same generation again, uninterrupted: it keeps the three shards the killed run left
+    setup: dict = {}
+    exec(GENERATION_SETUP, setup)
+    trajectories, settings = setup["trajectories"], setup["settings"]
+    build_vqa_dataset(target, trajectories, settings, store_root="/s", store_fingerprint={}, progress=False)
+    assert json.loads((target / "generation_config.json").read_text())["shards_reused"] == 3
+    whole = build_vqa_dataset(tmp_path / "whole", trajectories, settings, store_root="/s", store_fingerprint={},
+                              progress=False)
+    assert rows_of(target) == rows_of(whole)
+
+
 def test_shards_of_another_shard_size_are_not_mixed_in(tmp_path, monkeypatch):
     trajectories = fake_trajectories()
     settings = GenerationSettings(num_samples=300, seed=6, save_batch_size=40)
