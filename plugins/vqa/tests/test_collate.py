@@ -92,4 +92,13 @@ def test_augmentation_keeps_the_first_and_last_frames():
                      rng=np.random.default_rng(3))
     b = conversation(item("progress", "10"), VqaConfig(augment=AugmentConfig(frame_drop=0.5)), with_answer=True,
                      rng=np.random.default_rng(3))
-    assert a[0]["content"][0]["frames_indices"] == b[0]["content"][0]["frames_indices"]
+    clip_a, clip_b = (next(p for p in c[0]["content"] if p["type"] == "video") for c in (a, b))
+    assert clip_a["frames_indices"] == clip_b["frames_indices"]
+
+
+def test_the_question_goes_after_the_videos_or_first():
+    after = conversation(item("preference", "1"), VqaConfig(), with_answer=False)[0]["content"]
+    first = conversation(item("preference", "1"), VqaConfig(question_first=True), with_answer=False)[0]["content"]
+    kinds = [p["type"] if p["type"] != "text" else p["text"][:8] for p in after]
+    assert kinds == ["Video 1:", "video", "Video 2:", "video", "Question"]
+    assert first[0]["text"].startswith("Question") and [p["type"] for p in first[1:]] == ["text", "video", "text", "video"]

@@ -69,7 +69,8 @@ def video_content(video: Video, config: VqaConfig, frames: np.ndarray | None = N
 def conversation(item: Item, config: VqaConfig, *, with_answer: bool,
                  rng: np.random.Generator | None = None) -> list[dict[str, Any]]:
     """The user turn (each clip after its label, then the row's prompt) and, for training, the answer."""
-    content: list[dict[str, Any]] = []
+    question = {"type": "text", "text": item.row["prompt"]}
+    content: list[dict[str, Any]] = [question] if config.question_first else []
     for label, video in zip(VIDEO_LABELS[item.sample_type], item.videos):
         frames, indices = video.frames, video.frame_indices
         if rng is not None:
@@ -77,7 +78,8 @@ def conversation(item: Item, config: VqaConfig, *, with_answer: bool,
         if label:
             content.append({"type": "text", "text": label})
         content += video_content(video, config, frames, indices)
-    content.append({"type": "text", "text": item.row["prompt"]})
+    if not config.question_first:
+        content.append(question)
     messages = [{"role": "user", "content": content}]
     if with_answer:
         messages.append({"role": "assistant", "content": item.answer})
