@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-PLUGINS := plugins/grasp plugins/reward plugins/vqa
+PLUGINS := plugins/grasp plugins/reward plugins/vqa plugins/segment
 
 $(STAMP): core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makefile
 	$(PYTHON) -m venv $(VENV)

@@ -210,15 +210,22 @@ def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequenc
     computed, which also skips most of a small model's LM-head cost. Every label must be one of
     ``token_ids`` (a label outside them is left out of the loss).
     """
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    trunk, _ = _language_model_parts(model)
+    hidden = trunk(**inputs).last_hidden_state
+    return {"loss": vocabulary_cross_entropy(model, hidden, batch["labels"], token_ids)}
+
+
+def vocabulary_cross_entropy(model: Any, hidden: Any, labels: Any, token_ids: Sequence[int]) -> Any:
+    """The loss of :func:`answer_vocabulary_loss` from final hidden states ``[B, S, D]`` already
+    computed (a task that also reads other layers of the same forward)."""
     import torch
     import torch.nn.functional as F
 
-    labels = batch["labels"]
+    _, head = _language_model_parts(model)
     targets = labels[:, 1:]
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    trunk, head = _language_model_parts(model)
-    hidden = trunk(**inputs).last_hidden_state[:, positions]
+    hidden = hidden[:, positions]
     allowed = torch.tensor(list(token_ids), device=labels.device)
     weight = head.weight[allowed]
     logits = hidden.to(weight.dtype) @ weight.T
@@ -231,8 +238,7 @@ def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequenc
     lookup[allowed] = torch.arange(len(allowed), device=labels.device)
     mapped = torch.where((wanted >= 0) & (wanted <= top), lookup[wanted.clamp(0, top)],
                          torch.full_like(wanted, IGNORE_INDEX))
-    loss = F.cross_entropy(logits.float().reshape(-1, len(allowed)), mapped.reshape(-1), ignore_index=IGNORE_INDEX)
-    return {"loss": loss}
+    return F.cross_entropy(logits.float().reshape(-1, len(allowed)), mapped.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def generate_text(

@@ -46,6 +46,13 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
 
 
+def model_image_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    """``[width, height]`` the model sees: multiples of 32 (Qwen-VL's 2x2-merged patches of 14 or 16
+    pixels come out whole after qwen-vl-utils rounds), at least 32."""
+    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
+        raise ValueError(f"'{attribute.name}' must be [width, height], multiples of 32, at least 32; got {value}")
+
+
 def fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
@@ -66,6 +73,10 @@ class LoraConfig:
     )
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: list[str] = attrs.field(factory=list)
+    # tokens (by their text) whose embedding rows train beside the adapters: the special tokens a
+    # task adds in prepare_backbone (peft's trainable_token_indices; cheaper than modules_to_save,
+    # which trains a copy of the whole embedding)
+    trainable_tokens: list[str] = attrs.field(factory=list)
 
 
 @attrs.define

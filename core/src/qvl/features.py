@@ -143,19 +143,47 @@ def extract(backbone: Backbone, inputs: Sequence[Any] | Mapping[str, Any],
 
     batch = dict(inputs) if isinstance(inputs, Mapping) else tokenize(backbone, inputs, spec)
     hidden = hidden_states_at(backbone, batch, resolve_layer(backbone, spec.layer))
-    config = backbone.base_model.config
-    merge = int(getattr(config.vision_config, "spatial_merge_size", 2))
     input_ids = batch["input_ids"]
     attention = batch.get("attention_mask")
     if attention is None:
         attention = torch.ones_like(input_ids)
-    visual_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    # each image / temporal group: (row, merged grid rows, merged grid columns), in batch order
-    groups: dict[int, list[tuple[int, int]]] = {}
-    for token_id, key in ((config.image_token_id, "image_grid_thw"), (config.video_token_id, "video_grid_thw")):
+    items = visual_items(backbone.base_model.config, batch)
+    config = backbone.base_model.config
+    visual_mask = (input_ids == config.image_token_id) | (input_ids == config.video_token_id)
+
+    dtype = getattr(torch, spec.dtype)
+    results = []
+    for row in range(input_ids.shape[0]):
+        states = hidden[row].float()  # pool in float32 even when the model runs in bfloat16
+        stacked = pool_items(states, items[row], spec.pooling)
+        sample = {"visual": stacked.to("cpu", dtype),
+                  "grid": torch.tensor([[rows, cols] for _, rows, cols in items[row]],
+                                       dtype=torch.int64).reshape(-1, 2)}
+        attended = attention[row].bool().to(states.device)
+        if spec.text == "mean":
+            text = attended & ~visual_mask[row].to(states.device)
+            sample["text"] = states[text].mean(dim=0).to("cpu", dtype)
+        elif spec.text == "last":
+            sample["text"] = states[attended.nonzero().max()].to("cpu", dtype)
+        results.append(sample)
+    return results
+
+
+def visual_items(model_config: Any, batch: Mapping[str, Any]) -> list[list[tuple[int, int, int]]]:
+    """Where each image / temporal group of every row is: ``(first token, merged rows, merged columns)``.
+
+    Per row of ``batch["input_ids"]``, items in the order their tokens appear (see the module
+    docstring for how the processor lays them out). Raises ``ValueError`` when ``*_grid_thw`` and
+    the pad tokens disagree.
+    """
+    merge = int(getattr(model_config.vision_config, "spatial_merge_size", 2))
+    input_ids = batch["input_ids"]
+    groups: list[list[tuple[int, int, int]]] = [[] for _ in range(input_ids.shape[0])]
+    for token_id, key in ((model_config.image_token_id, "image_grid_thw"),
+                          (model_config.video_token_id, "video_grid_thw")):
         is_token = input_ids == token_id
-        visual_mask |= is_token
-        shapes = [(h // merge, w // merge) for t, h, w in batch.get(key, torch.empty(0, 3)).tolist()
+        grid = batch.get(key)
+        shapes = [(h // merge, w // merge) for t, h, w in (grid.tolist() if grid is not None else [])
                   for _ in range(t)]
         positions = is_token.nonzero().tolist()  # row-major: rows in order, positions in order
         described = sum(rows * cols for rows, cols in shapes)
@@ -166,33 +194,27 @@ def extract(backbone: Backbone, inputs: Sequence[Any] | Mapping[str, Any],
             row, first = positions[start]
             if positions[start + rows * cols - 1] != [row, first + rows * cols - 1]:
                 raise ValueError(f"the tokens of one {key[:5]} are not contiguous in row {row}")
-            groups.setdefault(row, []).append((first, rows, cols))
+            groups[row].append((first, rows, cols))
             start += rows * cols
+    return [sorted(row) for row in groups]
 
-    dtype = getattr(torch, spec.dtype)
-    results = []
-    for row in range(input_ids.shape[0]):
-        items = sorted(groups.get(row, []))
-        states = hidden[row].float()  # pool in float32 even when the model runs in bfloat16
-        visual = [_pool(states[first:first + rows * cols], rows, cols, spec.pooling)
-                  for first, rows, cols in items]
-        if spec.pooling == "none":
-            stacked = torch.cat(visual) if visual else states.new_zeros(0, states.shape[-1])
-        elif visual:
-            stacked = torch.stack(visual)
-        else:
-            tail = (int(spec.pooling.partition(":")[2]),) if spec.pooling != "mean" else ()
-            stacked = states.new_zeros(0, *tail, states.shape[-1])
-        sample = {"visual": stacked.to("cpu", dtype),
-                  "grid": torch.tensor([[rows, cols] for _, rows, cols in items], dtype=torch.int64).reshape(-1, 2)}
-        attended = attention[row].bool().to(states.device)
-        if spec.text == "mean":
-            text = attended & ~visual_mask[row].to(states.device)
-            sample["text"] = states[text].mean(dim=0).to("cpu", dtype)
-        elif spec.text == "last":
-            sample["text"] = states[attended.nonzero().max()].to("cpu", dtype)
-        results.append(sample)
-    return results
+
+def pool_items(states: torch.Tensor, items: Sequence[tuple[int, int, int]], pooling: str = "mean") -> torch.Tensor:
+    """Pool one row's hidden states ``[S, D]`` over each item of :func:`visual_items`.
+
+    Differentiable, so a head trained through the backbone (a segmenter's per-frame features) uses
+    the same pooling as the frozen-feature cache. Returns ``[items, D]`` (``mean``),
+    ``[items, N, D]`` (``grid:N``) or ``[tokens, D]`` (``none``).
+    """
+    import torch
+
+    visual = [_pool(states[first:first + rows * cols], rows, cols, pooling) for first, rows, cols in items]
+    if pooling == "none":
+        return torch.cat(visual) if visual else states.new_zeros(0, states.shape[-1])
+    if visual:
+        return torch.stack(visual)
+    tail = (int(pooling.partition(":")[2]),) if pooling != "mean" else ()
+    return states.new_zeros(0, *tail, states.shape[-1])
 
 
 def _pool(tokens: torch.Tensor, rows: int, cols: int, pooling: str) -> torch.Tensor:

@@ -115,12 +115,25 @@ def load(config: BackboneConfig, prepare: Callable[[Any, Any], None] | None = No
     if family not in SUPPORTED_FAMILIES:
         _warn_once(f"backbone {config.name!r} is a {family!r} model; qvl is tested on {SUPPORTED_FAMILIES}")
 
-    model = _prepare_for_training(model, config, quantized=quantization is not None)
+    model = _prepare_for_training(model, config, quantized=quantization is not None,
+                                  token_ids=_trainable_token_ids(processor, config))
     return Backbone(model=model, processor=processor, name=config.name, source=source,
                     quantized=quantization is not None)
 
 
-def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -> Any:
+def _trainable_token_ids(processor: Any, config: BackboneConfig) -> list[int]:
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = []
+    for token in config.lora.trainable_tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise BackboneLoadError(f"backbone.lora.trainable_tokens: {token!r} is not a token of {config.name!r} "
+                                    "(a task adds its special tokens in prepare_backbone)")
+        ids.append(int(token_id))
+    return ids
+
+
+def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool, token_ids: list[int] = ()) -> Any:
     mode = config.finetune
     if mode == "frozen":
         model.requires_grad_(False)
@@ -160,7 +173,9 @@ def _prepare_for_training(model: Any, config: BackboneConfig, quantized: bool) -
         bias=config.lora.bias,
         target_modules=lora_target_pattern(config.lora.target_modules),
         modules_to_save=config.lora.modules_to_save or None,
-        # a trained copy of a tied embedding must stay tied to the output layer
+        trainable_token_indices=list(token_ids) or None,
+        # a trained copy of a tied embedding must stay tied to the output layer (peft ties trained
+        # token rows by itself)
         ensure_weight_tying=bool(config.lora.modules_to_save),
     )
     try:

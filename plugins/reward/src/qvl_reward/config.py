@@ -6,15 +6,10 @@ from typing import Any, Literal
 
 import attrs
 
-from qvl.config import fraction, positive
+from qvl.config import fraction, model_image_size, positive
 
 DEFAULT_CAMERAS = ["observation.images.cam_high", "observation.images.cam_left_wrist",
                    "observation.images.cam_right_wrist"]
-
-
-def _image_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
-    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
-        raise ValueError(f"'{attribute.name}' must be [width, height], multiples of 32, at least 32; got {value}")
 
 
 def _optional_positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -58,7 +53,7 @@ class RewardConfig:
     task_template: str = "Task: {task}"
     label_column: str = "reward_bins"
     num_classes: int | None = attrs.field(default=None, validator=_optional_positive)
-    image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=_image_size)
+    image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=model_image_size)
     frame_stride: int = attrs.field(default=1, validator=positive)
     splits: dict[str, str] = attrs.field(factory=dict)
     val_fraction: float = attrs.field(default=0.2, validator=fraction)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import attrs
 
-from qvl.config import fraction, non_negative, positive
+from qvl.config import fraction, model_image_size, non_negative, positive
 
 SAMPLE_TYPES = ("preference", "progress", "similarity")
 # how the second (rejected) video of a preference pair is made
@@ -42,11 +42,6 @@ def _strategy_weights(instance: Any, attribute: attrs.Attribute, value: dict[str
                                  f"{list(STRATEGIES[sample_type])}")
             if weight < 0:
                 raise ValueError(f"'{attribute.name}.{sample_type}.{name}' must be >= 0, got {weight}")
-
-
-def _image_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
-    if len(value) != 2 or any(v < 32 or v % 32 for v in value):
-        raise ValueError(f"'{attribute.name}' must be [width, height], multiples of 32, at least 32; got {value}")
 
 
 def _workers(instance: Any, attribute: attrs.Attribute, value: int) -> None:
@@ -119,7 +114,7 @@ class VqaConfig:
     # attend to the task; default: after them, the seed's order (question-first did not learn
     # faster on the embedded tiny model: no pair answered better than chance after 4,000 steps)
     question_first: bool = False
-    image_size: list[int] = attrs.field(factory=lambda: [64, 64], validator=_image_size)
+    image_size: list[int] = attrs.field(factory=lambda: [64, 64], validator=model_image_size)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)
     padding_side: Literal["left", "right"] = "right"
     # "answer": cross-entropy over the tokens answers are made of (digits, <|im_end|>), what the

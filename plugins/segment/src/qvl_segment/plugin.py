@@ -1,0 +1,158 @@
+"""The ``segment`` task and the table of its hook implementations (entry point ``qvl.segment``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import qvl
+from qvl_segment.config import SegmentConfig
+from qvl_segment.data import make_data, predict_samples, prepare, split_samples
+
+if TYPE_CHECKING:
+    import torch
+
+    from qvl.backbone import Backbone
+    from qvl.config import RunConfig
+
+TASK_NAME = "segment"
+TASK = qvl.Task(
+    name=TASK_NAME,
+    config_class=SegmentConfig,
+    description="Temporal action segmentation of robot episodes: a segment-count head, start/end heatmaps "
+                "and schema-constrained JSON from the LM, decoded in one pass",
+    defaults={
+        # the embedding stays fixed under full fine-tuning (its update was most of a CPU step); the
+        # grammar writes <FRAME> where the schema asks for it. Under LoRA its row trains.
+        "backbone": {"finetune": "full", "freeze_embeddings": True, "lora": {"trainable_tokens": ["<FRAME>"]}},
+        "train": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "log_every": 50,
+                  "weight_decay": 0.01, "save_every": 500, "eval_every": 500, "eval_samples": 32,
+                  "best_metric": "val/mAP@0.5", "best_mode": "max"},
+        "eval": {"batch_size": 8, "split": "test"},
+        "predict": {"batch_size": 8, "split": "test"},
+    },
+    stages={"make-data": make_data, "prepare": prepare},
+)
+
+
+@qvl.hookimpl
+def register_tasks(register: Any) -> None:
+    register(TASK)
+
+
+@qvl.hookimpl
+def prepare_backbone(task: qvl.Task, config: RunConfig, model: Any, processor: Any) -> None:
+    if task.name != TASK_NAME:
+        return
+    from qvl_segment.tokens import add_frame_token
+
+    add_frame_token(model, processor)
+
+
+@qvl.hookimpl
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    if split == "predict":
+        if config.predict.input:
+            return predict_samples(config, Path(config.predict.input).expanduser())
+        split = config.predict.split
+    return split_samples(config, split)
+
+
+@qvl.hookimpl
+def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_segment.collate import SegmentCollator
+
+    return SegmentCollator(config, backbone.processor, stage)
+
+
+@qvl.hookimpl
+def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    if config.task.mode == "lm":
+        return None
+    from qvl_segment.heads import SegmentHeads
+
+    t = config.task
+    return SegmentHeads(backbone.hidden_size, t.head_channels, t.head_layers, t.k_max)
+
+
+@qvl.hookimpl
+def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: torch.nn.Module | None,
+         batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_segment.model import training_loss
+
+    vocabulary = _vocabulary(config, backbone) if config.task.loss_vocabulary == "answer" else None
+    return training_loss(config, backbone, head, batch, step, max_steps, vocabulary)
+
+
+_VOCABULARY: dict[int, list[int]] = {}
+
+
+def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
+    """The tokens of every training answer (computed once per run)."""
+    if id(config) not in _VOCABULARY:
+        from qvl_segment.answers import answer_text
+        from qvl_segment.model import answer_vocabulary
+
+        digits = config.task.mode == "lm"
+        answers = [answer_text(e.segments, frames_as_digits=digits) for e in split_samples(config, "train").episodes]
+        if digits:  # any frame number, not only those the training answers hold
+            answers += [str(d) for d in range(10)]
+        _VOCABULARY[id(config)] = answer_vocabulary(backbone.tokenizer, answers)
+    return _VOCABULARY[id(config)]
+
+
+@qvl.hookimpl
+def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any],
+           dataset: Any = None) -> list[dict] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_segment.inference import decode_batch
+
+    return decode_batch(config, backbone, head, batch, _skills(config))
+
+
+_SKILLS: dict[int, list[str]] = {}
+
+
+def _skills(config: RunConfig) -> list[str]:
+    """The skill names the answers may use: those of the training episodes (read once per run)."""
+    if id(config) not in _SKILLS:
+        _SKILLS[id(config)] = split_samples(config, "train").skills
+    return _SKILLS[id(config)]
+
+
+@qvl.hookimpl
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
+             out_dir: Path) -> dict[str, Any] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_segment.report import evaluate_predictions
+
+    episodes = dataset.episodes[:len(predictions)]
+    if config.eval.save_vis:
+        from qvl_segment.plots import draw_timelines
+
+        draw_timelines(predictions, episodes, config.task, Path(out_dir) / "timelines")
+    return evaluate_predictions(config, predictions, episodes, dataset.train_episodes, dataset.skills, Path(out_dir))
+
+
+@qvl.hookimpl
+def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
+                       out_dir: Path) -> dict[str, Any] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_segment.plots import draw_timelines
+
+    if config.predict.save_vis:
+        draw_timelines(predictions, dataset.episodes, config.task, Path(out_dir) / "timelines")
+    counts = [len(p["segments"]) for p in predictions]
+    return {"episodes": len(predictions), "segments": sum(counts),
+            "valid_json": sum(bool(p.get("valid")) for p in predictions)}
