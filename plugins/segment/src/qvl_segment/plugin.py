@@ -110,8 +110,8 @@ def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any],
-           dataset: Any = None) -> list[dict] | None:
+def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any]
+           ) -> list[dict] | None:
     if task.name != TASK_NAME:
         return None
     from qvl_segment.inference import decode_batch
