@@ -7,18 +7,28 @@ BIN := $(VENV)/bin
 TORCH := "torch==2.14.*" "torchvision==0.29.*"
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup system-packages demo test bench clean
 
-PLUGINS := plugins/grasp plugins/reward plugins/vqa plugins/segment
+PLUGINS := plugins/grasp plugins/reward plugins/vqa plugins/segment plugins/vla_flow
 
 $(STAMP): core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]" $(PLUGINS:%=-e ./%)
+	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]" $(PLUGINS:%=-e ./%) \
+		-e "./plugins/vla_flow[sim]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# Miniworld (the simulator of qvl-vla-flow's `record`) renders with Mesa's OpenGL: headless through
+# EGL (PYGLET_HEADLESS=true), or on a virtual screen with xvfb-run. Installed when apt-get can.
+system-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		! (command -v xvfb-run >/dev/null && dpkg -s libgl1-mesa-dri >/dev/null 2>&1); then \
+		apt-get install -y -q xvfb libgl1-mesa-dri >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q xvfb libgl1-mesa-dri >/dev/null) || \
+		echo "note: could not install xvfb and libgl1-mesa-dri; Miniworld may not render"; fi
 
 demo: setup
 	$(BIN)/qvl run grasp train
@@ -38,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_data_path.py
 	$(BIN)/python benchmarks/bench_vqa_generate.py
 	$(BIN)/python benchmarks/bench_vqa_data.py
+	$(BIN)/python benchmarks/bench_vla_flow_features.py
 
 clean:
 	rm -rf $(VENV) runs

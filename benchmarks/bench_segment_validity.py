@@ -1,6 +1,6 @@
 """Schema validity of the segment task's constrained JSON over many answers sampled from random weights.
 
-Run: .venv/bin/python benchmarks/bench_segment_validity.py [--generations 1000] [--rows 250]
+Run: .venv/bin/python benchmarks/bench_segment_validity.py [--generations 1000] [--rows 100]
 
 The sampler of plugins/segment/tests/test_inference.py (which checks 100 in CI): a one-layer
 Qwen3 language model with random weights, the real tokenizer with <FRAME>, temperature 1, K
@@ -17,7 +17,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=int, default=1000)
-    parser.add_argument("--rows", type=int, default=250)
+    parser.add_argument("--rows", type=int, default=100)
     args = parser.parse_args()
 
     import jsonschema

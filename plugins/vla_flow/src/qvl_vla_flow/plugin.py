@@ -1,0 +1,116 @@
+"""The ``vla_flow`` task and the table of its hook implementations (entry point ``qvl.vla_flow``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import qvl
+from qvl_vla_flow.config import VlaFlowConfig
+from qvl_vla_flow.convert import convert_stage
+from qvl_vla_flow.memory_check import memory_check_stage
+from qvl_vla_flow.pipeline import features_stage, split_samples
+from qvl_vla_flow.record import record_stage
+
+if TYPE_CHECKING:
+    import torch
+
+    from qvl.backbone import Backbone
+    from qvl.config import RunConfig
+
+TASK_NAME = "vla_flow"
+TASK = qvl.Task(
+    name=TASK_NAME,
+    config_class=VlaFlowConfig,
+    description="Flow-matching action expert on frozen Qwen-VL features, trained from Miniworld "
+                "mouse/keyboard recordings (record -> convert -> features -> train)",
+    defaults={
+        "backbone": {"finetune": "frozen"},
+        "train": {"steps": 3000, "batch_size": 32, "lr": 3e-4, "warmup_ratio": 0.05, "log_every": 100,
+                  "weight_decay": 0.01, "save_every": 1000, "eval_every": 500, "eval_samples": 128,
+                  "best_metric": "val/mse", "best_mode": "min"},
+        "eval": {"batch_size": 64, "split": "test"},
+        "predict": {"batch_size": 64, "split": "test"},
+    },
+    stages={"record": record_stage, "convert": convert_stage, "features": features_stage,
+            "memory-check": memory_check_stage},
+)
+
+
+@qvl.hookimpl
+def register_tasks(register: Any) -> None:
+    register(TASK)
+
+
+@qvl.hookimpl
+def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
+    if task.name != TASK_NAME:
+        return None
+    return False  # every stage reads cached features; the feature stage loads the backbone itself
+
+
+@qvl.hookimpl
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    if split == "predict":
+        split = config.predict.split
+    return split_samples(config, split)
+
+
+@qvl.hookimpl
+def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone | None, stage: str) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    from functools import partial
+
+    from qvl_vla_flow.samples import collate
+
+    return partial(collate, use_state=config.task.state != "none")
+
+
+@qvl.hookimpl
+def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone | None) -> Any:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_vla_flow.model import build_policy
+
+    return build_policy(config)
+
+
+@qvl.hookimpl
+def loss(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
+         batch: dict[str, Any]) -> dict[str, Any] | None:
+    if task.name != TASK_NAME:
+        return None
+    return {"loss": head.loss(batch["features"], batch.get("state"), batch["actions"], batch["valid"])}
+
+
+@qvl.hookimpl
+def param_groups(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
+                 head: torch.nn.Module) -> list[dict[str, Any]] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_vla_flow.model import optimizer_groups
+
+    return optimizer_groups(config, head)
+
+
+@qvl.hookimpl
+def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
+           batch: dict[str, Any]) -> list[dict] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_vla_flow.model import decode_batch
+
+    return decode_batch(config, head, batch)
+
+
+@qvl.hookimpl
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
+             out_dir: Path) -> dict[str, Any] | None:
+    if task.name != TASK_NAME:
+        return None
+    from qvl_vla_flow.report import evaluate_predictions
+
+    return evaluate_predictions(config, predictions, dataset, Path(out_dir))
