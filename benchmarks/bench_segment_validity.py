@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/bench_segment_validity.py [--generations 1000] [--rows 100]
 
-The sampler of plugins/segment/tests/test_inference.py (which checks 100 in CI): a one-layer
+The sampler of plugins/segment/tests/test_inference.py (which checks 40 in CI): a one-layer
 Qwen3 language model with random weights, the real tokenizer with <FRAME>, temperature 1, K
 cycling over 0-4. Prints how many answers parse and validate against their schema, and the time.
 """

@@ -170,3 +170,31 @@ def test_a_store_survives_pickling_for_dataloader_workers(qvl_tiny_backbone, tmp
     first = store["1"]["visual"]
     copy_ = pickle.loads(pickle.dumps(store))
     assert torch.equal(copy_["1"]["visual"], first) and "1" in copy_ and "2" not in copy_
+
+
+def test_shared_cache_loads_one_frozen_backbone_per_setting_and_builds_on_a_device(tmp_path, monkeypatch):
+    from qvl.config import BackboneConfig
+    from qvl.features import forget_shared_caches, shared_cache
+
+    forget_shared_caches()
+    try:
+        setting = BackboneConfig(name="embedded:qwen3-vl-tiny", finetune="lora")
+        spec = FeatureSpec(pooling="mean")
+        first = shared_cache(setting, spec, tmp_path)
+        assert shared_cache(setting, spec, tmp_path) is first  # no second load
+        assert shared_cache(setting, FeatureSpec(pooling="grid:4"), tmp_path).backbone is not first.backbone
+        assert not any(p.requires_grad for p in first.backbone.model.parameters())  # frozen whatever was asked
+        moves = []
+        original = type(first.backbone.model).to
+
+        def recording_to(model, *args, **kwargs):
+            moves.append(str(args[0]))
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(type(first.backbone.model), "to", recording_to)
+        first.build(["1", "2"], _counting([]), progress=False, device="cpu")
+        assert moves == ["cpu", "cpu"]  # to the build device, then back where it was
+        first.build(["1", "2"], _counting([]), progress=False, device="cpu")
+        assert moves == ["cpu", "cpu"]  # a folder that exists: the model is not touched
+    finally:
+        forget_shared_caches()

@@ -371,7 +371,7 @@ class FeatureCache:
 
     def build(self, ids: Sequence[str], make_inputs: Callable[[list[str]], Sequence[Any] | Mapping[str, Any]], *,
               batch_size: int = 8, data: Any = None, folder: str | Path | None = None,
-              progress: bool = True) -> FeatureStore:
+              progress: bool = True, device: Any = None) -> FeatureStore:
         """Features of every id (computed unless a matching folder exists), as a :class:`FeatureStore`.
 
         :param make_inputs: given a list of ids, what :func:`extract` takes for them: preferably
@@ -379,6 +379,9 @@ class FeatureCache:
             so that what changes the tokens is in the fingerprint.
         :param folder: an exact folder instead of ``root / <hash>``; rebuilt when the fingerprint
             differs, refused (:class:`UserError`) when it is a non-empty folder qvl did not write.
+        :param device: where the backbone runs while a missing folder is written (``"auto"``: this
+            process's accelerator device); it goes back where it was afterwards, so a training
+            loop that follows has the device memory. ``None`` leaves it where it is.
         """
         from qvl.build import build_directory
 
@@ -389,7 +392,16 @@ class FeatureCache:
         target = Path(folder) if folder is not None else self.folder_for(ids, data)
 
         def write(out: Path) -> None:
-            self._write(out, ids, make_inputs, batch_size, progress)
+            model = self.backbone.model
+            home = next(model.parameters()).device
+            move = device is not None and not self.backbone.quantized  # a 4-bit model stays where it loaded
+            if move:
+                model.to(_process_device() if device == "auto" else device)
+            try:
+                self._write(out, ids, make_inputs, batch_size, progress)
+            finally:
+                if move:
+                    model.to(home)
 
         build_directory(target, write, kind="features", fingerprint=wanted,
                         hint="give FeatureCache another root or build(folder=...)",
@@ -411,3 +423,39 @@ class FeatureCache:
             bar.update(len(chunk))
         bar.close()
         writer.close(spec=attrs.asdict(self.spec))
+
+
+def _process_device() -> Any:
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+_shared: dict[str, FeatureCache] = {}
+
+
+def shared_cache(backbone: Any, spec: FeatureSpec, root: str | Path | None = None) -> FeatureCache:
+    """This process's :class:`FeatureCache` for a backbone setting and a spec, loaded once.
+
+    A plugin that trains on cached features asks for them from several hooks (``build_head``
+    for the width, ``build_dataset`` once per split): the backbone (``backbone``, a
+    :class:`~qvl.config.BackboneConfig`, loaded with ``finetune = "frozen"`` by the host-free
+    loader, ``prepare_backbone`` hooks not applied) is loaded on the first call and kept on the CPU
+    (a 4-bit one where it loaded), because the folders of later splits are found by a fingerprint
+    of its weights.
+    """
+    key = json.dumps([attrs.asdict(backbone), attrs.asdict(spec), str(root) if root else None], sort_keys=True,
+                     default=str)
+    if key not in _shared:
+        from qvl.backbone.loading import load
+
+        loaded = load(attrs.evolve(backbone, finetune="frozen"), stage="features")
+        if not loaded.quantized:
+            loaded.model.to("cpu")  # between builds; build(device="auto") brings it to the accelerator
+        _shared[key] = FeatureCache(loaded, spec, root=root)
+    return _shared[key]
+
+
+def forget_shared_caches() -> None:
+    """Drop the backbones :func:`shared_cache` keeps, as a new process would start without them."""
+    _shared.clear()

@@ -51,9 +51,9 @@ def recorder(qvl_host):
 
 def _new_process():
     """Forget the plugin's in-process extractor, as a second ``qvl run`` would start without it."""
-    from qvl_reward import cached
+    from qvl.features import forget_shared_caches
 
-    cached._extractors.clear()
+    forget_shared_caches()
 
 
 def test_train_eval_predict_from_cached_features_without_loading_the_backbone(

@@ -138,12 +138,12 @@ def random_answers(tokenizer, processor, vocab_size, count, rows, seed=0):
 
 
 def test_random_weights_write_schema_valid_json_in_sampled_generations(backbone):
-    """100 answers of 0-4 segments sampled at temperature 1 from random weights, every one valid
-    (1,000 in benchmarks/bench_segment_validity.py: about 10 minutes on 2 cores)."""
-    answers = random_answers(backbone.tokenizer, backbone.processor, model_vocab_size(backbone.model), 100, 50)
+    """40 answers of 0-4 segments sampled at temperature 1 from random weights, every one valid
+    (1,000 in benchmarks/bench_segment_validity.py, all valid: 25 minutes on 2 cores)."""
+    answers = random_answers(backbone.tokenizer, backbone.processor, model_vocab_size(backbone.model), 40, 40)
     for text, schema in answers:
         jsonschema.validate(json.loads(text), schema)
-    assert len(answers) == 100
+    assert len(answers) == 40
     assert {len(json.loads(text)["segments"]) for text, _ in answers} == {0, 1, 2, 3, 4}
 
 

@@ -31,12 +31,10 @@ eval, predict) are found by a fingerprint of its weights.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 
 import qvl
 from qvl_reward.collate import FEATURES_KEY, FRAMES_KEY, LABELS_KEY
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from qvl_reward.frames import RewardFrames
 
 CACHED = "cached"
-_extractors: dict[str, FeatureCache] = {}  # one frozen backbone per process and setting
 
 
 def enabled(config: RunConfig) -> bool:
@@ -82,17 +79,10 @@ def feature_spec(config: RunConfig) -> FeatureSpec:
 
 def extractor(config: RunConfig) -> FeatureCache:
     """The process's :class:`~qvl.features.FeatureCache` for this backbone and spec (loaded on first use)."""
-    from qvl.backbone.loading import load
-    from qvl.features import FeatureCache
+    from qvl.features import shared_cache
 
-    spec = feature_spec(config)
-    key = json.dumps([attrs.asdict(config.backbone), attrs.asdict(spec), config.task.cached.root],
-                     sort_keys=True, default=str)
-    if key not in _extractors:
-        backbone = load(attrs.evolve(config.backbone, finetune="frozen"), stage="features")
-        root = Path(config.task.cached.root).expanduser() if config.task.cached.root else None
-        _extractors[key] = FeatureCache(backbone, spec, root=root)
-    return _extractors[key]
+    root = Path(config.task.cached.root).expanduser() if config.task.cached.root else None
+    return shared_cache(config.backbone, feature_spec(config), root)
 
 
 def feature_width(config: RunConfig) -> int:
@@ -122,23 +112,11 @@ def build_store(config: RunConfig, frames: RewardFrames) -> FeatureStore:
     cache = extractor(config)
     index = {sample_id(ref): ref for ref in frames.refs}
 
-    model = cache.backbone.model
-
     def make_inputs(ids: list[str]) -> list[dict[str, Any]]:
-        model.to(_device())  # called only when the folder is missing: the GPU when there is one
         return [{"images": frames.images(index[i]), "text": index[i].task} for i in ids]
 
-    try:
-        return cache.build(list(index), make_inputs, batch_size=config.task.cached.batch_size,
-                           data=data_key(config, frames.source.root))
-    finally:
-        model.to("cpu")  # the training loop that follows needs the device memory
-
-
-def _device() -> Any:
-    from accelerate import PartialState
-
-    return PartialState().device
+    return cache.build(list(index), make_inputs, batch_size=config.task.cached.batch_size,
+                       data=data_key(config, frames.source.root), device="auto")
 
 
 def sample_id(ref: Any) -> str:

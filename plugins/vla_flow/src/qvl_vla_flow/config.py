@@ -84,6 +84,7 @@ class VlaFlowConfig:
     projector_lr_scale: float = attrs.field(default=1.0, validator=positive)
     features_batch_size: int = attrs.field(default=16, validator=positive)
     features_root: str = ""  # empty: qvl's cache
+    gpu_4bit: bool = True  # on a GPU, encode with the backbone in 4-bit (bitsandbytes nf4)
     eval_steps: list[int] = attrs.field(factory=lambda: [1, 2, 5, 10, 20])  # sampling-step sweep
     seed_noise: int = attrs.field(default=0, validator=non_negative)  # sampler noise in eval
 

@@ -19,7 +19,6 @@ and only when a folder is missing or to fingerprint the weights.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from qvl.config import RunConfig
     from qvl.features import FeatureCache, FeatureSpec, FeatureStore
 
-_extractors: dict[str, FeatureCache] = {}
 
 
 def feature_spec(config: RunConfig) -> FeatureSpec:
@@ -44,21 +42,23 @@ def feature_spec(config: RunConfig) -> FeatureSpec:
 
 
 def extractor(config: RunConfig) -> FeatureCache:
-    """The process's feature cache for this backbone and spec (the backbone loaded on first use)."""
-    from qvl.backbone.loading import load
-    from qvl.features import FeatureCache
+    """The process's feature cache for this backbone and spec (the backbone loaded on first use).
+
+    On a GPU the backbone loads in 4-bit (``backbone.quantize``, nf4 with double quantisation and
+    bf16 compute, the core's ``backbone.quantization`` defaults) unless ``task.gpu_4bit = false``.
+    """
+    import torch
+
+    from qvl.features import shared_cache
 
     if config.backbone.finetune != "frozen":
         raise qvl.UserError(f"vla_flow trains an action expert on a frozen backbone, but backbone.finetune = "
                             f"{config.backbone.finetune!r}: set backbone.finetune=frozen")
-    spec = feature_spec(config)
-    key = json.dumps([attrs.asdict(config.backbone), attrs.asdict(spec), config.task.features_root],
-                     sort_keys=True, default=str)
-    if key not in _extractors:
-        backbone = load(config.backbone, stage="features")
-        root = Path(config.task.features_root).expanduser() if config.task.features_root else None
-        _extractors[key] = FeatureCache(backbone, spec, root=root)
-    return _extractors[key]
+    backbone = config.backbone
+    if config.task.gpu_4bit and torch.cuda.is_available() and not backbone.quantize:
+        backbone = attrs.evolve(backbone, quantize=True)
+    root = Path(config.task.features_root).expanduser() if config.task.features_root else None
+    return shared_cache(backbone, feature_spec(config), root)
 
 
 def feature_width(config: RunConfig) -> int:
@@ -105,10 +105,7 @@ def build_store(config: RunConfig, folder: Path, dataset: Any, *, progress: bool
                 else:
                     rows[frame_id(name, entry["frames"][step])] = (table, [row], entry["instruction"])
 
-    model = cache.backbone.model
-
     def make_inputs(ids: list[str]) -> list[dict[str, Any]]:
-        model.to(_device())  # only when the folder is missing: the GPU when there is one
         inputs = []
         for sample_id in ids:
             table, indices, instruction = rows[sample_id]
@@ -119,14 +116,5 @@ def build_store(config: RunConfig, folder: Path, dataset: Any, *, progress: bool
     data = data_key(folder)
     if t.encoding == "joint":  # a window's entry depends on which frames it holds
         data.update(encoding="joint", num_frames=t.num_frames, frame_skip=t.frame_skip)
-    try:
-        return cache.build(sorted(rows), make_inputs, batch_size=t.features_batch_size, data=data,
-                           progress=progress)
-    finally:
-        model.to("cpu")
-
-
-def _device() -> Any:
-    from accelerate import PartialState
-
-    return PartialState().device
+    return cache.build(sorted(rows), make_inputs, batch_size=t.features_batch_size, data=data, progress=progress,
+                       device="auto")

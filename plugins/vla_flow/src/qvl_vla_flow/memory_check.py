@@ -55,7 +55,8 @@ def memory_check(config: RunConfig, batch: int = 8, canvas: int = 384) -> dict[s
     with torch.no_grad():
         features = extract(backbone, [{"images": [f], "text": "go to the red box"} for f in frames], spec)
     mark("features")
-    tokens = torch.stack([torch.cat([f["visual"].reshape(-1, f["visual"].shape[-1]), f["text"][None]]) for f in features])
+    tokens = torch.stack([torch.cat([f["visual"].reshape(-1, f["visual"].shape[-1]), f["text"][None]])
+                          for f in features])
     window = tokens.reshape(batch, config.task.num_frames, *tokens.shape[1:]).cuda()
     policy = build_policy(config, feature_dim=backbone.hidden_size).cuda()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
