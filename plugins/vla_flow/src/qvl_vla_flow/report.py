@@ -62,15 +62,17 @@ def plot_chunks(config: Any, predictions: list[dict[str, Any]], targets: list[di
     import matplotlib.pyplot as plt
 
     space = config.task.action_space
-    picks = np.linspace(0, len(predictions) - 1, num=min(count, len(predictions))).astype(int) if predictions else []
+    # chunks with a few steps left in their episode (a last frame's chunk is one point)
+    long = [i for i, t in enumerate(targets) if int(np.asarray(t["valid"]).sum()) >= 4] or list(range(len(targets)))
+    picks = [long[int(j)] for j in np.linspace(0, len(long) - 1, num=min(count, len(long)))] if long else []
     fig, axes = plt.subplots(len(picks) or 1, 1, figsize=(9, 2.2 * max(len(picks), 1)), squeeze=False)
     for ax, index in zip(axes[:, 0], picks):
         predicted, target = np.asarray(predictions[index]["chunk"]), targets[index]["actions"]
         valid = int(np.asarray(targets[index]["valid"]).sum())
         for j, dim in enumerate(space.key_indices):
             colour = f"C{j}"
-            ax.plot(target[:valid, dim], color=colour, label=space.names[dim])
-            ax.plot(predicted[:valid, dim], color=colour, linestyle="--")
+            ax.plot(target[:valid, dim], color=colour, marker=".", label=space.names[dim])
+            ax.plot(predicted[:valid, dim], color=colour, marker=".", linestyle="--")
         ax.set_ylim(-1.3, 1.3)
         ax.set_title(f"{predictions[index]['episode']} step {predictions[index]['step']}", fontsize=9)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
