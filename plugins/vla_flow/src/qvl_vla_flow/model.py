@@ -63,12 +63,12 @@ def optimizer_groups(config: RunConfig, policy: VlaFlowPolicy) -> list[dict[str,
     rates = {"expert": lr, "projectors": lr * config.task.projector_lr_scale}
     groups = []
     for family, named in parameter_groups(policy).items():
-        decay = [p for n, p in named if p.dim() >= 2 and not any(key in n for key in NORM_OR_BIAS)]
-        plain = [p for n, p in named if not (p.dim() >= 2 and not any(key in n for key in NORM_OR_BIAS))]
-        for params, weight_decay in ((decay, config.train.weight_decay), (plain, 0.0)):
+        decays = {n: p.dim() >= 2 and not any(key in n for key in NORM_OR_BIAS) for n, p in named}
+        for suffix, decayed, weight_decay in (("", True, config.train.weight_decay), ("/no_decay", False, 0.0)):
+            params = [p for n, p in named if decays[n] is decayed]
             if params:
                 groups.append({"params": params, "lr": rates[family], "weight_decay": weight_decay,
-                               "name": f"{family}{'' if weight_decay else '/no_decay'}"})
+                               "name": family + suffix})
     return groups
 
 

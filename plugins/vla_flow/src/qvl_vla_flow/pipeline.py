@@ -49,7 +49,7 @@ def converted(config: RunConfig) -> tuple[Path, Any]:
     return folder, _opened[str(folder)]
 
 
-def split_samples(config: RunConfig, split: str, *, with_targets: bool = True) -> WindowSamples:
+def split_samples(config: RunConfig, split: str) -> WindowSamples:
     """The samples of one split with their features (computed for the whole data set if missing)."""
     from qvl_vla_flow.frame_features import build_store
     from qvl_vla_flow.samples import EpisodeTable, WindowSamples, action_statistics
@@ -62,8 +62,7 @@ def split_samples(config: RunConfig, split: str, *, with_targets: bool = True) -
                             f"(record more episodes or change task.val_fraction / task.test_fraction)")
     store = build_store(config, folder, dataset)
     statistics = action_statistics(EpisodeTable(dataset["train"]), config.task.action_space)
-    return WindowSamples(EpisodeTable(dataset[split]), config.task, store, with_targets=with_targets,
-                         statistics=statistics)
+    return WindowSamples(EpisodeTable(dataset[split]), config.task, store, statistics=statistics)
 
 
 def features_stage(config: RunConfig) -> None:

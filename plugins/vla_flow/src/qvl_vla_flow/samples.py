@@ -75,12 +75,10 @@ class EpisodeTable:
 class WindowSamples(Sequence):
     """The samples of one split (see the module docstring), features read lazily from ``store``."""
 
-    def __init__(self, table: EpisodeTable, config: Any, store: Any, *, with_targets: bool = True,
-                 statistics: Mapping[str, Any] | None = None):
+    def __init__(self, table: EpisodeTable, config: Any, store: Any, *, statistics: Mapping[str, Any] | None = None):
         self.table = table
         self.config = config
         self.store = store
-        self.with_targets = with_targets
         self.space = config.action_space
         self.statistics = dict(statistics or {})  # the train split's action statistics, for baselines
         # every window reads num_frames entries and every entry is in num_frames windows: keep what
@@ -132,19 +130,13 @@ class WindowSamples(Sequence):
     def _read(self, key: str) -> np.ndarray:
         item = self.store[key]
         visual = item["visual"].float().numpy()
-        # mean pooling gives [items, D], grid:N [items, N, D], none [tokens, D] for one item
-        if self.store_pooling == "mean":
+        # mean pooling gives [items, D], grid:N [items, N, D]
+        if self.config.feature_pooling == "mean":
             visual = visual[:, None, :]
-        elif self.store_pooling == "none":
-            visual = visual[None]
         if "text" in item:
             text = item["text"].float().numpy()
             visual = np.concatenate([visual, np.broadcast_to(text, (visual.shape[0], 1, text.shape[-1]))], axis=1)
         return visual if self.config.encoding == "joint" else visual[0]
-
-    @property
-    def store_pooling(self) -> str:
-        return self.config.feature_pooling
 
 
 def collate(samples: list[dict[str, Any]], use_state: bool = True) -> dict[str, Any]:
