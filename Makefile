@@ -51,6 +51,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_vqa_generate.py
 	$(BIN)/python benchmarks/bench_vqa_data.py
 	$(BIN)/python benchmarks/bench_vla_flow_features.py
+	$(BIN)/python benchmarks/bench_vla_flow_inference.py
+	$(BIN)/python benchmarks/bench_vla_flow_server.py
+	$(BIN)/python benchmarks/bench_vla_flow_async.py
 
 clean:
 	rm -rf $(VENV) runs

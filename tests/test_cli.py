@@ -64,3 +64,14 @@ def test_an_error_that_is_not_the_users_shows_its_traceback_and_exits_1(run_qvl,
     assert "internal error (the traceback above is a bug in qvl, a plugin or a library" in result.stderr
     mistake = run_qvl("run", "vectors", "train", "--set", "task.crash=maybe", site=plugin_site, cwd=tmp_path)
     assert mistake.returncode == 2 and "Traceback" not in mistake.stderr
+
+
+def test_a_stages_own_options_reach_its_settings(run_qvl, tmp_path):
+    # vla_flow's rollout maps --episodes to task.rollout.episodes: 0 is refused by its validator
+    result = run_qvl("run", "vla_flow", "rollout", "--episodes", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "task.rollout.episodes" in result.stderr and "Traceback" not in result.stderr
+    unknown = run_qvl("run", "vla_flow", "rollout", "--colour", "red", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown option '--colour'" in unknown.stderr
+    assert "--server" in unknown.stderr
+    wrong_command = run_qvl("tasks", "--server", "x")
+    assert wrong_command.returncode == 2 and "unrecognized arguments: --server x" in wrong_command.stderr

@@ -87,3 +87,20 @@ def test_hook_prepare_backbone_adjusts_the_model_before_lora():
     assert backbone.base_model.get_input_embeddings().num_embeddings == 151936 + 64
     trainable = [n for n, p in backbone.model.named_parameters() if p.requires_grad]
     assert any("embed_tokens" in n and "modules_to_save" in n for n in trainable)
+
+
+def test_a_stages_own_options_become_settings():
+    from qvl.task import stage_option_overrides
+
+    task = qvl.Task(name="sim", config_class=object, stage_options={"rollout": {"--server": "task.server",
+                                                                                "--episodes": "task.episodes"}})
+    assert stage_option_overrides(task, "rollout", ["--server", "ws://h:1", "--episodes=5"]) == [
+        "task.server=ws://h:1", "task.episodes=5"]
+    with pytest.raises(ValueError, match=r"unknown option '--colour' \(this stage's own options: --server, "):
+        stage_option_overrides(task, "rollout", ["--colour", "red"])
+    with pytest.raises(ValueError, match="own options: none"):
+        stage_option_overrides(task, "train", ["--server", "x"])
+    with pytest.raises(ValueError, match="--server needs a value"):
+        stage_option_overrides(task, "rollout", ["--server"])
+    with pytest.raises(ValueError, match="expected '--name' -> 'dotted.key'"):
+        qvl.Task(name="bad", config_class=object, stage_options={"rollout": {"server": "task.server"}})

@@ -331,6 +331,31 @@ def test_a_tasks_own_stage_receives_what_it_names(vectors, tmp_path):
         run_stage(host, "vectors", "bad")
 
 
+def test_a_stage_asking_for_the_head_gets_the_trained_run_its_settings_and_folder(vectors, tmp_path):
+    from safetensors.torch import load_file
+
+    host, _ = vectors
+    seen = {}
+
+    def rollout(config, head, run_dir, save_vis):
+        seen.update(config=config, head=head, run_dir=run_dir, save_vis=save_vis)
+
+    def own(config, run_dir):
+        seen.update(own=config.task.samples, own_dir=run_dir)
+
+    host.tasks["vectors"] = attrs.evolve(host.tasks["vectors"], stages={"rollout": rollout, "own": own})
+    run_stage(host, "vectors", "train", overrides=(*QUICK, "task.samples=12", f"output_dir={tmp_path / 'runs'}"),
+              run_dir=tmp_path / "run")
+    run_stage(host, "vectors", "rollout", overrides=("train.lr=0.5",), run_dir=tmp_path / "run", save_vis=True)
+    saved = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000006" / "head.safetensors"))
+    assert torch.equal(seen["head"].weight, saved["weight"]) and not seen["head"].training
+    assert seen["head"].weight.dtype == torch.float32
+    assert seen["config"].task.samples == 12 and seen["config"].train.lr == 0.5  # the run's, --set on top
+    assert seen["run_dir"] == tmp_path / "run" and seen["save_vis"] is True
+    run_stage(host, "vectors", "own", run_dir=tmp_path / "other")  # no trained run needed
+    assert seen["own"] == 32 and seen["own_dir"] == tmp_path / "other"
+
+
 def test_hook_validate_replaced_by_a_task_picks_the_best_by_its_own_metric(vectors, tmp_path):
     host, _ = vectors
     calls = []

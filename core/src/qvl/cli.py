@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="predict: an input file or folder (sets predict.input)")
     run.add_argument("--save-vis", action="store_true",
                      help="predict: also draw the predictions as PNGs (sets predict.save_vis); "
-                          "eval: also draw the metrics, for tasks that do (sets eval.save_vis)")
+                          "eval: also draw the metrics, for tasks that do (sets eval.save_vis); "
+                          "a task's own stage may take it too")
     run.add_argument("--checkpoint", metavar="WHICH",
                      help="eval/predict: best, last or step-N (default: best when the run kept one, else last)")
 
@@ -107,7 +108,17 @@ def _command(args: argparse.Namespace) -> int:
         from qvl.runner.inference import InferenceResult, format_metrics
         from qvl.runner.stages import run_stage
 
-        result = run_stage(_host(), args.task, args.stage, config_files=args.config, overrides=args.overrides,
+        host = _host()
+        overrides = list(args.overrides)
+        if args.stage_arguments:
+            from qvl.config import ConfigError
+            from qvl.task import stage_option_overrides
+
+            try:
+                overrides += stage_option_overrides(host.task(args.task), args.stage, args.stage_arguments)
+            except ValueError as exc:
+                raise ConfigError([str(exc)]) from exc
+        result = run_stage(host, args.task, args.stage, config_files=args.config, overrides=overrides,
                            run_dir=args.run_dir, resume=args.resume, predict_input=args.input,
                            save_vis=args.save_vis, checkpoint=args.checkpoint)
         if isinstance(result, InferenceResult) and result.metrics is not None:
@@ -132,7 +143,11 @@ def user_message(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # a task's stage may have options of its own (Task.stage_options): left for `run` to map
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.stage_arguments = extra
     if args.command is None:
         parser.print_help()
         return 2

@@ -206,7 +206,9 @@ def validate(
     The core's default (registered ``trylast``) computes ``val/loss`` with the ``loss`` hook on
     the ``train.eval_split`` split, and the task's own metrics on up to ``train.eval_samples``
     samples of it through ``decode`` and ``evaluate``, flattened as ``val/KEY`` (nested dicts as
-    ``val/KEY/SUBKEY``). Replace it for other measurements, e.g. simulator rollouts. Called on
+    ``val/KEY/SUBKEY``). Replace it for other measurements, or add to its numbers with a hook
+    wrapper (``@qvl.hookimpl(wrapper=True)``: ``results = yield``, then return them with more;
+    vla_flow adds simulator rollouts that way). Called on
     every process, with the model in eval mode under ``torch.no_grad()``; every process must
     return the same dict (the default gathers, scores on the main process and broadcasts).
 

@@ -15,6 +15,13 @@ def _check_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ValueError(f"task name {value!r} must be non-empty letters, digits, '-' or '_'")
 
 
+def _check_stage_options(instance: Any, attribute: attrs.Attribute, value: Mapping[str, Mapping[str, str]]) -> None:
+    for stage, options in value.items():
+        for option, key in options.items():
+            if not option.startswith("--") or len(option) < 3 or not key or "=" in key:
+                raise ValueError(f"stage {stage!r}: option {option!r} -> {key!r}: expected '--name' -> 'dotted.key'")
+
+
 @attrs.frozen
 class Task:
     """A task a plugin adds to qvl, handed to the core through the ``register_tasks`` hook.
@@ -30,8 +37,15 @@ class Task:
         ``make-data``). The function receives what it names among its parameters, as hooks do:
         ``config`` (the effective :class:`~qvl.config.RunConfig`), ``run_dir`` (``--run-dir`` or
         None), ``input`` (``--input`` or None), ``resume`` (``--resume``), ``host``, ``task``,
-        ``accelerator`` (a new ``accelerate.Accelerator``) and ``checkpoint`` (the path that
-        ``--checkpoint`` chooses in ``--run-dir`` or the newest run: best, else last).
+        ``accelerator`` (a new ``accelerate.Accelerator``), ``save_vis`` (``--save-vis``),
+        ``checkpoint`` (the path that ``--checkpoint`` chooses in ``--run-dir`` or the newest run:
+        best, else last) and ``head`` (the task's head with that checkpoint's weights, on the CPU
+        in eval mode). A stage asking for ``checkpoint`` or ``head`` works on a trained run: its
+        ``config`` is that run's saved config with ``--set`` on top, and ``run_dir`` its folder.
+    :param stage_options: command-line options of a stage, stage -> {"--option": "dotted.config.key"}:
+        ``qvl run NAME STAGE --option VALUE`` is ``--set dotted.config.key=VALUE`` (for example
+        ``{"rollout": {"--server": "task.rollout.server"}}``). The core's own options keep their
+        meaning.
     :param plugin: filled in by the core with the name of the plugin that registered the task.
     """
 
@@ -40,8 +54,32 @@ class Task:
     description: str = ""
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
     stages: Mapping[str, Callable[..., Any]] = attrs.field(factory=dict)
+    stage_options: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, validator=_check_stage_options)
     plugin: str = ""
 
     @property
     def all_stages(self) -> tuple[str, ...]:
         return STANDARD_STAGES + tuple(self.stages)
+
+
+def stage_option_overrides(task: Task, stage: str, arguments: list[str]) -> list[str]:
+    """``--set`` overrides for a stage's own options (``["--server", "URL"]`` or ``["--server=URL"]``).
+
+    :raises ValueError: an option the stage does not have, or one without a value.
+    """
+    options = dict(task.stage_options.get(stage, {}))
+    overrides: list[str] = []
+    rest = list(arguments)
+    while rest:
+        item = rest.pop(0)
+        name, has_value, value = item.partition("=")
+        if name not in options:
+            known = ", ".join(options) or "none"
+            raise ValueError(f"qvl run {task.name} {stage}: unknown option {item!r} (this stage's own options: "
+                             f"{known}; any setting: --set KEY=VALUE)")
+        if not has_value:
+            if not rest or rest[0].startswith("--"):
+                raise ValueError(f"qvl run {task.name} {stage}: {name} needs a value")
+            value = rest.pop(0)
+        overrides.append(f"{options[name]}={value}")
+    return overrides

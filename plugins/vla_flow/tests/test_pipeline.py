@@ -12,7 +12,8 @@ pytestmark = [pytest.mark.slow,
 
 TINY = ("task.record.episodes=8", "task.record.canvas=64", "task.record.max_steps=30", "task.chunk_size=8",
         "task.hidden_dim=32", "task.num_layers=2", "task.eval_steps=[1, 2]", "train.eval_samples=4",
-        "task.val_fraction=0.2", "task.test_fraction=0.3")
+        "task.val_fraction=0.2", "task.test_fraction=0.3", "task.rollout.validate_episodes=2",
+        "task.rollout.max_steps=6")
 
 
 def folders(parent):
@@ -21,10 +22,15 @@ def folders(parent):
 
 
 def test_a_new_users_train_records_converts_and_encodes_then_eval_scores_against_baselines(
-        qvl_run_stage, qvl_quick_run, tmp_path, monkeypatch):
+        qvl_run_stage, qvl_quick_run, qvl_run_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("QVL_CACHE", str(cache))
     assert qvl_run_stage("vla_flow", "train", *qvl_quick_run, *TINY).steps == 2
+    # validation rolled the policy out in Miniworld: the best checkpoint is chosen by success rate
+    validated = [json.loads(line) for line in (qvl_run_dir / "metrics.jsonl").read_text().splitlines()
+                 if "val/success" in line]
+    assert validated and validated[-1]["val/success"] in (0.0, 0.5, 1.0)
+    assert 1 <= validated[-1]["val/rollout_steps"] <= 6 and "val/mse" in validated[-1]
     (recordings,) = folders(cache / "vla_flow" / "recordings")
     assert len(list(recordings.glob("episode_*/video.mp4"))) == 8
     (data,) = folders(cache / "vla_flow" / "data")

@@ -14,7 +14,12 @@ from qvl.runner.rundir import RunDir
 from qvl.task import Task
 
 # What a task's own stage function may ask for by parameter name, as hook implementations do.
-STAGE_ARGUMENTS = ("config", "run_dir", "input", "resume", "host", "task", "accelerator", "checkpoint")
+# ``checkpoint`` is the chosen checkpoint of a trained run (``--run-dir``, else the newest) and
+# ``head`` the task's head loaded from it, in eval mode; a stage asking for either gets that
+# run's saved config (with ``--set`` on top) and its folder as ``run_dir``.
+STAGE_ARGUMENTS = ("config", "run_dir", "input", "resume", "host", "task", "accelerator", "checkpoint", "head",
+                   "save_vis")
+TRAINED_RUN_ARGUMENTS = {"checkpoint", "head"}
 
 
 def run_stage(
@@ -37,8 +42,8 @@ def run_stage(
     overrides = list(overrides)
     if predict_input is not None:
         overrides.append(f"predict.input={_toml_string(predict_input)}")
-    if save_vis:
-        overrides.append("eval.save_vis=true" if stage == "eval" else "predict.save_vis=true")
+    if save_vis and stage in ("eval", "predict"):
+        overrides.append(f"{stage}.save_vis=true")
 
     if stage == "train":
         from qvl.runner.training import train
@@ -60,18 +65,34 @@ def run_stage(
         run = inference.evaluate if stage == "eval" else inference.predict
         return run(host, task, config, existing, checkpoint=checkpoint)
 
-    config = load_config(task, config_files, overrides)
+    wanted = stage_parameters(task, stage)
+    existing = None
+    if TRAINED_RUN_ARGUMENTS & set(wanted):
+        # a stage that works on a trained run gets that run's settings, as eval does
+        existing = _existing_run(task, config_files, overrides, run_dir)
+        config = load_config(task, config_files, overrides, base=existing.saved_config())
+    else:
+        config = load_config(task, config_files, overrides)
+
+    def trained_checkpoint() -> Path:
+        found = existing.checkpoint(checkpoint)
+        if found is None:
+            raise UserError(f"{existing.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
+        return found
+
     available: dict[str, Callable[[], Any]] = {
         "config": lambda: config,
-        "run_dir": lambda: Path(run_dir) if run_dir is not None else None,
+        "run_dir": lambda: existing.path if existing is not None else Path(run_dir) if run_dir is not None else None,
         "input": lambda: predict_input,
         "resume": lambda: resume,
         "host": lambda: host,
         "task": lambda: task,
         "accelerator": _accelerator,
-        "checkpoint": lambda: _stage_checkpoint(task, config_files, overrides, run_dir, checkpoint),
+        "checkpoint": trained_checkpoint,
+        "head": lambda: _trained_head(host, task, config, trained_checkpoint()),
+        "save_vis": lambda: save_vis,
     }
-    return task.stages[stage](**{name: available[name]() for name in stage_parameters(task, stage)})
+    return task.stages[stage](**{name: available[name]() for name in wanted})
 
 
 def stage_parameters(task: Task, stage: str) -> list[str]:
@@ -93,14 +114,16 @@ def _existing_run(task: Task, config_files: Iterable[str | Path], overrides: lis
     return RunDir.latest(probe.output_dir, task.name)
 
 
-def _stage_checkpoint(task: Task, config_files: Iterable[str | Path], overrides: list[str],
-                      run_dir: str | Path | None, which: str | None) -> Path:
-    """For a task's own stage that takes ``checkpoint``: the chosen checkpoint of the run."""
-    run = _existing_run(task, config_files, overrides, run_dir)
-    found = run.checkpoint(which)
-    if found is None:
-        raise UserError(f"{run.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
-    return found
+def _trained_head(host: PluginHost, task: Task, config: Any, checkpoint: Path) -> Any:
+    """The task's head with the weights of ``checkpoint``, on the CPU in eval mode."""
+    from qvl.runner.checkpoint import load_head
+
+    head = host.call("build_head", required=False, task=task, config=config, backbone=None)
+    if head is None:
+        raise UserError(f"task {task.name!r} builds no head, so it has no trained head to load")
+    head.float()
+    load_head(checkpoint, head)
+    return head.eval()
 
 
 def _accelerator() -> Any:

@@ -194,7 +194,7 @@ def write_episode(folder: Path, frames: Sequence[np.ndarray], frame_ts: Sequence
     tmp = folder.with_name(f".{folder.name}.writing-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir()
     try:
-        _write_video(tmp / VIDEO_FILE, frames, shape, float(fps))
+        write_video(tmp / VIDEO_FILE, frames, shape, float(fps))
         np.asarray(frame_ts, dtype="<i8").tofile(tmp / FRAME_TS_FILE)
         with open(tmp / EVENTS_FILE, "w", encoding="utf-8") as file:
             for event in events:
@@ -215,7 +215,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _write_video(path: Path, frames: Sequence[np.ndarray], shape: tuple[int, ...], fps: float) -> None:
+def write_video(path: Path, frames: Sequence[np.ndarray], shape: tuple[int, ...], fps: float) -> None:
     import av
 
     with av.open(str(path), mode="w") as container:

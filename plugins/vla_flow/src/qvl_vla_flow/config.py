@@ -34,6 +34,58 @@ class RecordSettings:
     offset_ms: float = 12.5  # the input hook's clock against the frame grabber's
     # share of frames the grabber writes twice (same timestamp), as a stalled screen capture does
     duplicate_rate: float = attrs.field(default=0.03, validator=fraction)
+    # share of steps where the expert turns aside at random (and back at the next): recovery data,
+    # but a future no policy can foresee; at 0.06 a perfect policy's sampled 50-step chunks already
+    # score worse than the constant mean action, so the default expert only acts on what it sees
+    wander: float = attrs.field(default=0.0, validator=fraction)
+
+
+def _policies(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    unknown = [name for name in value if name not in ("model", "random", "expert")]
+    if unknown or not value:
+        raise ValueError(f"unknown rollout policies {unknown}: expected some of model, random, expert")
+
+
+@attrs.define
+class RolloutSettings:
+    """``qvl run vla_flow rollout``: the trained policy acting in Miniworld, against baselines."""
+
+    env: str = ""  # empty: task.record.env
+    episodes: int = attrs.field(default=50, validator=positive)
+    # env seeds seed .. seed + episodes - 1; refused when they overlap the recorded episodes' seeds
+    seed: int = attrs.field(default=1_000_000, validator=non_negative)
+    max_steps: int = attrs.field(default=120, validator=positive)  # time limit, steps
+    # actions executed from each chunk before the policy is asked again: SmolVLA lost most of its
+    # success executing whole chunks; here 1 / 5 / 10 steps reach 94 / 78 / 62 % (README)
+    execute_steps: int = attrs.field(default=1, validator=positive)
+    # the same episodes are played by each: the trained policy, uniform random actions, the scripted expert
+    policies: list[str] = attrs.field(factory=lambda: ["model", "random", "expert"], validator=_policies)
+    # |mouse_dx| above this turns when no key acts (mouse-look); 0: the mouse does nothing
+    mouse_turn: float = attrs.field(default=0.0, validator=non_negative)
+    videos: int = attrs.field(default=3, validator=non_negative)  # episodes per policy saved by --save-vis
+    # a policy server (ws://host:port of `qvl run vla_flow serve`) to act through instead of this
+    # process's model: the client executes its queue continuously and asks ahead
+    server: str = ""
+    token: str = ""  # the server's token; empty: QVL_POLICY_TOKEN, if set
+    # send an observation when the queue is below this fraction g of a chunk: near 1 asks again as
+    # soon as the last answer is in (g = 0.5 executes ~25 steps open-loop: 50 % success, not 100 %)
+    ask_ahead: float = attrs.field(default=0.98, validator=fraction)
+    control_period_s: float = attrs.field(default=0.1, validator=positive)  # the client's step clock
+    # the validate hook's rollout during training, on other seeds than the rollout stage's: the
+    # best checkpoint by val/success; 0 turns it off (then set train.best_metric = "val/mse")
+    validate_episodes: int = attrs.field(default=10, validator=non_negative)
+
+
+@attrs.define
+class ServeSettings:
+    """``qvl run vla_flow serve``: the policy server (websockets + msgpack, never pickle)."""
+
+    host: str = "127.0.0.1"  # anything but a loopback address requires a token
+    port: int = attrs.field(default=8765, validator=non_negative)
+    # shared secret a client sends in its hello; empty: the QVL_POLICY_TOKEN environment variable, if set
+    token: str = ""
+    max_sessions: int = attrs.field(default=16, validator=positive)
+    idle_timeout_s: float = attrs.field(default=300.0, validator=positive)
 
 
 @attrs.define
@@ -49,6 +101,8 @@ class VlaFlowConfig:
     val_fraction: float = attrs.field(default=0.1, validator=fraction)  # of episodes
     test_fraction: float = attrs.field(default=0.2, validator=fraction)
     record: RecordSettings = attrs.field(factory=RecordSettings)
+    rollout: RolloutSettings = attrs.field(factory=RolloutSettings)
+    serve: ServeSettings = attrs.field(factory=ServeSettings)
 
     # observation: frames t, t - frame_skip, ... (num_frames of them), the first frame repeated
     # before the episode starts; each encoded on its own with the instruction
@@ -80,6 +134,8 @@ class VlaFlowConfig:
     loss_weights: dict[str, float] = attrs.field(factory=dict)
     sampler: Literal["euler", "heun"] = "euler"
     sampling_steps: int = attrs.field(default=10, validator=positive)
+    # acting (rollout, serve): torch.compile the expert's velocity field (first chunk compiles)
+    compile_expert: bool = False
     # learning rate of the projectors relative to train.lr (the expert's)
     projector_lr_scale: float = attrs.field(default=1.0, validator=positive)
     features_batch_size: int = attrs.field(default=16, validator=positive)

@@ -10,7 +10,9 @@ from qvl_vla_flow.config import VlaFlowConfig
 from qvl_vla_flow.convert import convert_stage
 from qvl_vla_flow.memory_check import memory_check_stage
 from qvl_vla_flow.pipeline import features_stage, split_samples
+from qvl_vla_flow.policy_backend import serve_stage
 from qvl_vla_flow.record import record_stage
+from qvl_vla_flow.rollout import rollout_stage
 
 if TYPE_CHECKING:
     import torch
@@ -28,12 +30,18 @@ TASK = qvl.Task(
         "backbone": {"finetune": "frozen"},
         "train": {"steps": 3000, "batch_size": 32, "lr": 3e-4, "warmup_ratio": 0.05, "log_every": 100,
                   "weight_decay": 0.01, "save_every": 1000, "eval_every": 500, "eval_samples": 128,
-                  "best_metric": "val/mse", "best_mode": "min"},
+                  "best_metric": "val/success", "best_mode": "max"},
         "eval": {"batch_size": 64, "split": "test"},
         "predict": {"batch_size": 64, "split": "test"},
     },
     stages={"record": record_stage, "convert": convert_stage, "features": features_stage,
-            "memory-check": memory_check_stage},
+            "memory-check": memory_check_stage, "rollout": rollout_stage,
+            "serve": serve_stage},
+    stage_options={
+        "rollout": {"--server": "task.rollout.server", "--episodes": "task.rollout.episodes",
+                    "--env": "task.rollout.env"},
+        "serve": {"--host": "task.serve.host", "--port": "task.serve.port", "--token": "task.serve.token"},
+    },
 )
 
 
@@ -114,3 +122,16 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
     from qvl_vla_flow.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))
+
+
+@qvl.hookimpl(wrapper=True)
+def validate(task: qvl.Task, config: RunConfig, head: torch.nn.Module | None, accelerator: Any,
+             out_dir: Path) -> Any:
+    """The core's validation (val/mse, ...) plus, with ``task.rollout.validate_episodes``, a short
+    Miniworld rollout: ``val/success`` can then pick the best checkpoint."""
+    results = yield
+    if task.name != TASK_NAME or not config.task.rollout.validate_episodes or head is None:
+        return results
+    from qvl_vla_flow.rollout import validation_rollout
+
+    return {**(results or {}), **validation_rollout(config, head, accelerator, Path(out_dir))}

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -66,10 +67,10 @@ EPISODE_PREFIX = "episode_"
 # Windows keyboard auto-repeat at its default settings: first repeat after ~500 ms, then ~30/s
 REPEAT_DELAY_MS = 500.0
 REPEAT_MS = 33.0
-# the expert: share of steps with an extra turn (a seeded wobble), and its heading threshold as a
-# multiple of the env's largest turn step (above 1/2 so one turn never overshoots into another)
-WANDER = 0.06
+# the expert's heading threshold as a multiple of the env's largest turn step (above 1/2 so one
+# turn never overshoots into another)
 THRESHOLD_RANGE = (0.55, 0.9)
+EXPERT_VERSION = 2  # 2: searches by turning left while the box is out of view
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +81,11 @@ def import_miniworld() -> Any:
     """Import gymnasium + miniworld (registering the envs); headless when there is no display."""
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("PYGLET_HEADLESS", "true")
+    # Mesa's software GL and triton (which torch imports lazily, e.g. for torchvision.ops) each
+    # load an LLVM; triton's native module segfaults when it loads after Mesa has rendered, so it
+    # goes first (a process that records, then encodes frames, needs both)
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
     try:
         import gymnasium
         import miniworld  # noqa: F401  (registers the MiniWorld-* envs)
@@ -127,28 +133,46 @@ def heading_error(agent_pos: Sequence[float], agent_dir: float, goal_pos: Sequen
 
 @attrs.define
 class GoToExpert:
-    """Turns toward the goal while the heading error exceeds ``threshold`` (radians), else moves
-    forward; with probability ``wander`` an extra turn either way (it turns back afterwards)."""
+    """Goes to the goal acting only on what its camera could show.
+
+    While the goal is outside the field of view (``half_fov`` radians either side of the heading)
+    it searches by turning left, as a player who cannot see the box would; once the goal is in
+    view it turns toward it while the heading error exceeds ``threshold``, else moves forward.
+    With probability ``wander`` a step is an extra turn either way (it turns back afterwards).
+
+    An expert that turned the short way toward a box behind it would act on what no frame shows:
+    a policy imitating it from pixels could only guess the direction, and its sampled chunks
+    would pay for every wrong guess.
+    """
 
     rng: np.random.Generator
     threshold: float
-    wander: float = WANDER
+    half_fov: float = math.radians(30.0)
+    wander: float = 0.0
 
     @classmethod
-    def for_env(cls, env: Any, seed: int) -> GoToExpert:
+    def for_env(cls, env: Any, seed: int, wander: float = 0.0) -> GoToExpert:
         rng = np.random.default_rng([seed, 0])
-        turn = float(env.unwrapped.params.get_max("turn_step"))
-        return cls(rng, math.radians(turn * rng.uniform(*THRESHOLD_RANGE)))
+        world = env.unwrapped
+        turn = float(world.params.get_max("turn_step"))
+        return cls(rng, math.radians(turn * rng.uniform(*THRESHOLD_RANGE)), horizontal_half_fov(world), wander)
 
     def act(self, agent_pos: Sequence[float], agent_dir: float, goal_pos: Sequence[float]) -> str:
         error = heading_error(agent_pos, agent_dir, goal_pos)
         if self.rng.random() < self.wander:
             return "turn_left" if self.rng.random() < 0.5 else "turn_right"
-        if error > self.threshold:
+        if abs(error) > self.half_fov or error > self.threshold:
             return "turn_left"
         if error < -self.threshold:
             return "turn_right"
         return "move_forward"
+
+
+def horizontal_half_fov(world: Any) -> float:
+    """Half the camera's horizontal field of view (radians) for the env's observation shape."""
+    vertical = math.radians(float(world.agent.cam_fov_y))
+    height, width = world.observation_space.shape[:2]
+    return math.atan(math.tan(vertical / 2) * width / height)
 
 
 @attrs.frozen
@@ -159,12 +183,13 @@ class Rollout:
     instruction: str
 
 
-def run_expert(env: Any, env_id: str, seed: int, max_steps: int, *, keep_frames: bool = True) -> Rollout:
+def run_expert(env: Any, env_id: str, seed: int, max_steps: int, *, keep_frames: bool = True,
+               wander: float = 0.0) -> Rollout:
     """One episode of the expert from ``reset(seed=seed)``: until the env ends it or ``max_steps``."""
     obs, _ = env.reset(seed=seed)
     world = env.unwrapped
     goal = getattr(world, SUPPORTED_ENVS[env_id])
-    expert = GoToExpert.for_env(env, seed)
+    expert = GoToExpert.for_env(env, seed, wander)
     actions: list[str] = []
     observations = [obs] if keep_frames else []
     reward = 0.0
@@ -262,7 +287,7 @@ def record_episode(folder: Path, env: Any, settings: RecordSettings, index: int)
     from qvl_vla_flow.capture import write_episode
 
     seed = settings.seed + index
-    rollout = run_expert(env, settings.env, seed, settings.max_steps)
+    rollout = run_expert(env, settings.env, seed, settings.max_steps, wander=settings.wander)
     frame_ms, events = timeline(rollout.actions, settings.fps, settings.canvas, np.random.default_rng([seed, 1]))
     clock = np.random.default_rng([seed, 2])
     base = int(clock.uniform(2 * 3600, 72 * 3600) * settings.qpc_freq)  # hours since boot
@@ -352,7 +377,9 @@ def _existing_stats(out: Path) -> list[dict[str, Any]]:
 
 
 def settings_digest(settings: RecordSettings) -> str:
-    return hashlib.sha256(json.dumps(attrs.asdict(settings), sort_keys=True).encode()).hexdigest()[:16]
+    """What names a recording: its settings and the expert's version (new behaviour, new folder)."""
+    key = {**attrs.asdict(settings), "expert": EXPERT_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def recordings_folder(config: RunConfig) -> Path:

@@ -128,15 +128,20 @@ class WindowSamples(Sequence):
         return value
 
     def _read(self, key: str) -> np.ndarray:
-        item = self.store[key]
-        visual = item["visual"].float().numpy()
-        # mean pooling gives [items, D], grid:N [items, N, D]
-        if self.config.feature_pooling == "mean":
-            visual = visual[:, None, :]
-        if "text" in item:
-            text = item["text"].float().numpy()
-            visual = np.concatenate([visual, np.broadcast_to(text, (visual.shape[0], 1, text.shape[-1]))], axis=1)
-        return visual if self.config.encoding == "joint" else visual[0]
+        tokens = frame_tokens(self.store[key], self.config.feature_pooling)
+        return tokens if self.config.encoding == "joint" else tokens[0]
+
+
+def frame_tokens(item: Mapping[str, Any], pooling: str) -> np.ndarray:
+    """A feature item (:func:`qvl.features.extract`'s, or the cache's) as ``[items, N, D]`` tokens:
+    the pooled visual tokens of each image, then the instruction's token when there is one."""
+    visual = item["visual"].float().numpy()
+    if pooling == "mean":  # mean pooling gives [items, D], grid:N [items, N, D]
+        visual = visual[:, None, :]
+    if "text" in item:
+        text = item["text"].float().numpy()
+        visual = np.concatenate([visual, np.broadcast_to(text, (visual.shape[0], 1, text.shape[-1]))], axis=1)
+    return visual
 
 
 def collate(samples: list[dict[str, Any]], use_state: bool = True) -> dict[str, Any]:
