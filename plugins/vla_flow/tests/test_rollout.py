@@ -356,3 +356,47 @@ def test_rollout_through_the_policy_server_as_an_asynchronous_client(qvl_host):
     assert [r.seed for r in played] == [1_000_000, 1_000_001]
     assert all(0 < r.steps <= 12 for r in played) and len(played[0].frames) == played[0].steps + 1
     assert backend.opened == 1 and encoder.calls  # one session for the run, reset per episode
+
+
+def test_acting_refuses_a_policy_trained_on_jointly_encoded_windows(qvl_host):
+    from qvl.config import load_config
+
+    config = load_config(qvl_host.task("vla_flow"), overrides=("task.encoding=joint",))
+    with pytest.raises(qvl.UserError, match="task.encoding = 'joint'"):
+        PolicySession.for_run(config, tiny_policy(), encode=CountingEncoder())
+
+
+def test_the_validate_wrapper_leaves_other_tasks_results_alone(qvl_host):
+    from qvl.config import load_config
+
+    from qvl_vla_flow import plugin
+
+    config = load_config(qvl_host.task("vla_flow"))
+    for task, head in ((qvl.Task(name="other", config_class=object), tiny_policy()), (plugin.TASK, None)):
+        wrapper = plugin.validate(task=task, config=config, head=head, accelerator=None, out_dir=None)
+        next(wrapper)
+        with pytest.raises(StopIteration) as done:
+            wrapper.send({"val/loss": 1.5})
+        assert done.value.value == {"val/loss": 1.5}
+
+
+@needs_sim
+def test_rollout_through_a_server_refuses_bad_urls_and_a_mismatched_policy(qvl_host):
+    from qvl_vla_flow.rollout import run_rollouts
+    from qvl_vla_flow.server import PolicyServer
+
+    encoder = CountingEncoder()
+    config, backend = tiny_backend(qvl_host, encoder, "task.record.canvas=32", "task.rollout.episodes=1")
+
+    def with_server(url):
+        import attrs
+
+        return attrs.evolve(config, task=attrs.evolve(config.task, rollout=attrs.evolve(config.task.rollout,
+                                                                                          server=url)))
+
+    with pytest.raises(qvl.UserError, match="expected a websocket URL"):
+        run_rollouts(with_server("localhost:8765"), None, policies=["model"], progress=False)
+    backend.metadata["frame_skip"] = 3  # trained with another window
+    with PolicyServer(backend) as server:
+        with pytest.raises(qvl.UserError, match=r"does not match this run's settings .*'frame_skip': \(3, 2\)"):
+            run_rollouts(with_server(server.url), None, policies=["model"], progress=False)

@@ -703,3 +703,14 @@ def test_actor_rides_out_a_server_restart() -> None:
     assert stats.steps == 60 and stats.reconnects == 1 and stats.waiting_ticks > 0
     assert_windows(first.sessions[0])
     assert_windows(second.sessions[0])  # the rest came from the restarted server, whole windows first
+
+
+def test_transport_bounds_nesting_and_array_dimensions() -> None:
+    deep: Any = 0
+    for _ in range(900):  # a few hundred bytes that would exhaust Python's recursion
+        deep = [deep]
+    with pytest.raises(TransportError, match="nest deeper"):
+        unpack(msgpack.packb({"type": "observe", "x": deep}), max_bytes=2**20)
+    huge = {"type": "x", "a": {"__ndarray__": b"", "dtype": "uint8", "shape": [0, 2**63]}}
+    with pytest.raises(TransportError, match="non-negative ints"):
+        unpack(msgpack.packb(huge), max_bytes=2**20)

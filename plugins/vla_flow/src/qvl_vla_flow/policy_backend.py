@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import qvl
 from qvl_vla_flow.session import FrameEncoder, PolicySession, backbone_encoder
 
 if TYPE_CHECKING:
@@ -82,4 +83,8 @@ def serve_stage(config: RunConfig, head: Any, checkpoint: Any) -> None:
                           max_sessions=settings.max_sessions, idle_timeout_s=settings.idle_timeout_s)
     print(f"vla_flow: serving {checkpoint} ({config.task.sampler}/{config.task.sampling_steps}, "
           f"instruction {backend.instruction!r})")
-    server.serve_forever(on_ready=lambda url: print(f"listening on {url} (Ctrl-C stops)", flush=True))
+    try:
+        server.serve_forever(on_ready=lambda url: print(f"listening on {url} (Ctrl-C stops)", flush=True))
+    except OSError as exc:  # the port is taken, the host is not this machine's, ...
+        raise qvl.UserError(f"cannot serve on {settings.host}:{settings.port} ({exc}); choose another --port "
+                            "or --host") from exc

@@ -319,15 +319,34 @@ def _remote_actor(config: RunConfig) -> Iterator[Any]:
     from qvl_vla_flow.client import AsyncActor, ChunkQueue, PolicyClient
     from qvl_vla_flow.policy_backend import policy_token
 
+    from websockets.exceptions import WebSocketException
+
+    from qvl_vla_flow.client import PolicyServerError
+    from qvl_vla_flow.transport import TransportError
+
     settings = config.task.rollout
-    client = PolicyClient(settings.server, policy_token(settings.token))
+    where = f"task.rollout.server = {settings.server!r}"
+    if not settings.server.startswith(("ws://", "wss://")):
+        raise qvl.UserError(f"{where}: expected a websocket URL such as ws://127.0.0.1:8765")
     try:
+        client = PolicyClient(settings.server, policy_token(settings.token))
         client.connect()
-    except OSError as exc:
-        raise qvl.UserError(f"task.rollout.server = {settings.server!r}: cannot reach the policy server ({exc}); "
-                            "start it with 'qvl run vla_flow serve'") from exc
+    except (OSError, PolicyServerError, TransportError, ValueError, WebSocketException) as exc:
+        raise qvl.UserError(f"{where}: no session on the policy server ({exc}); start one with 'qvl run "
+                            "vla_flow serve' (and pass its token: task.rollout.token or QVL_POLICY_TOKEN)") from exc
     try:
+        space, t = config.task.action_space, config.task
+        served = {"action_dim": client.action_dim, "num_frames": client.num_frames, "frame_skip": client.frame_skip,
+                  "action_names": (client.metadata or {}).get("action_names")}
+        expected = {"action_dim": space.dim, "num_frames": t.num_frames, "frame_skip": t.frame_skip,
+                    "action_names": space.names}
+        different = {k: (served[k], expected[k]) for k in expected if served[k] != expected[k]}
+        if different:
+            raise qvl.UserError(f"{where}: the served policy does not match this run's settings (served, expected): "
+                                f"{different}")
         yield AsyncActor(client, ChunkQueue(threshold=settings.ask_ahead), control_period_s=settings.control_period_s)
+    except (OSError, PolicyServerError, TransportError, RuntimeError) as exc:
+        raise qvl.UserError(f"{where}: the policy server stopped answering ({exc})") from exc
     finally:
         client.close()
 
@@ -469,6 +488,10 @@ def validation_rollout(config: RunConfig, head: Any, accelerator: Any, out_dir: 
         except qvl.UserError as exc:
             raise qvl.UserError(f"{exc}; or train without validation rollouts: --set task.rollout.validate_episodes=0 "
                                 "--set train.best_metric=val/mse --set train.best_mode=min") from exc
+        # the model being trained, in this process: never a policy server, never compiled (its
+        # forward is the training one)
+        config = attrs.evolve(config, task=attrs.evolve(
+            config.task, compile_expert=False, rollout=attrs.evolve(config.task.rollout, server="")))
         session = PolicySession.for_run(config, head)
         played = run_rollouts(config, session, policies=["model"], episodes=config.task.rollout.validate_episodes,
                               seed_offset=VALIDATION_SEED_OFFSET, progress=False)["model"]

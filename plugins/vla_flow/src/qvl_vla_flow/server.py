@@ -267,7 +267,8 @@ class PolicyServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-backend")
         try:
             async with serve(self._handle, self.host, self._requested_port, compression=None,
-                             max_size=HARD_LIMIT_FACTOR * self.max_message_bytes) as server:
+                             max_size=HARD_LIMIT_FACTOR * self.max_message_bytes,
+                             max_queue=2) as server:  # bounds what one peer can make the server buffer
                 self._port = server.sockets[0].getsockname()[1]
                 reaper = asyncio.create_task(self._reap())
                 log.info("policy server listening on %s", self.url)

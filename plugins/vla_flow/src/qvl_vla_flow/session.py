@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+import qvl
 from qvl_vla_flow.samples import frame_tokens, rest_action, window_steps
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ class PolicySession:
     def for_run(cls, config: RunConfig, policy: VlaFlowPolicy, *, encode: FrameEncoder | None = None,
                 seed: int = 0) -> PolicySession:
         t = config.task
+        if t.encoding != "per-frame":
+            raise qvl.UserError(f"task.encoding = {t.encoding!r}: acting encodes each new frame once, on its own "
+                                "(per-frame encoding); a policy trained on jointly encoded windows would see "
+                                "features it was not trained on. Train with task.encoding=per-frame to act")
         if t.compile_expert:
             compile_velocity(policy)
         return cls(policy, encode or backbone_encoder(config), num_frames=t.num_frames, frame_skip=t.frame_skip,

@@ -89,15 +89,20 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise TransportError(f"msgpack extension type {code} is not accepted")
 
 
-def _decode(value: Any) -> Any:
-    """Checks every value is plain and turns array maps back into arrays (recursion is bounded by msgpack's own
-    nesting limit)."""
+MAX_DEPTH = 16  # no message of the protocol nests deeper; msgpack's own limit (1024) is past Python's recursion limit
+MAX_DIM = 2**31  # one array dimension (bytes are checked too; this keeps reshape from overflowing)
+
+
+def _decode(value: Any, depth: int = 0) -> Any:
+    """Checks every value is plain and turns array maps back into arrays."""
+    if depth > MAX_DEPTH:
+        raise TransportError(f"values nest deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         if ARRAY_KEY in value:
             return _decode_array(value)
-        return {key: _decode(item) for key, item in value.items()}
+        return {key: _decode(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_decode(item) for item in value]
+        return [_decode(item, depth + 1) for item in value]
     if value is None or isinstance(value, (str, bytes, bool, int, float)):
         return value
     raise TransportError(f"values of type {type(value).__name__} are not accepted")
@@ -112,7 +117,7 @@ def _decode_array(value: dict[str, Any]) -> np.ndarray:
     if not isinstance(name, str) or name not in DTYPES:
         raise TransportError(f"array dtype {name!r} is not accepted (allowed: {', '.join(DTYPES)})")
     if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape)):
+            or not all(isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim < MAX_DIM for dim in shape)):
         raise TransportError(f"array shape must be a list of at most {MAX_DIMS} non-negative ints, got {shape!r}")
     dtype = DTYPES[name]
     expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
