@@ -110,6 +110,10 @@ def test_session_with_frames_sent_by_step_reads_the_window_at_those_steps():
     s.observe(frame(18), step=18)
     assert s.window()[:, 0, 0].tolist() == [16.0, 18.0, 20.0] and s.step == 20
     assert sorted(encoder.calls) == [6, 8, 10, 16, 18, 20]
+    s.observe(frame(20), step=20)  # the same frame again: nothing to encode
+    s.observe(frame(21), step=18)  # a newer frame of step 18 (the screen changed while waiting): it wins
+    assert s.window()[:, 0, 0].tolist() == [16.0, 21.0, 20.0]
+    assert sorted(encoder.calls) == [6, 8, 10, 16, 18, 20, 21]
 
 
 def test_session_reset_starts_a_new_episode_and_chunks_have_the_policy_shape():

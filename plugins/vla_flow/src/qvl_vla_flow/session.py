@@ -105,8 +105,9 @@ class PolicySession:
         step = self.step + 1 if step is None else int(step)
         if step < 0:
             raise ValueError(f"a frame's step must be >= 0, got {step}")
-        if step not in self.frames:
-            self.frames[step] = frame
+        if step in self.frames and not np.array_equal(self.frames[step], frame):
+            self.features.pop(step, None)  # a client sent a newer frame of that step: it wins
+        self.frames[step] = frame
         self.step = max(self.step, step)
         self._forget_old_frames()
         return step
