@@ -42,6 +42,11 @@ class MiniworldExecutor:
         self.mouse_turn = mouse_turn
         self.allowed = allowed
 
+    @classmethod
+    def for_env(cls, space: ActionSpace, env: Any, mouse_turn: float = 0.0) -> MiniworldExecutor:
+        """The executor of a (gymnasium-wrapped) Miniworld env: its actions and its action count."""
+        return cls(space, env.unwrapped.actions, mouse_turn=mouse_turn, allowed=int(env.action_space.n))
+
     def __call__(self, action: Sequence[float]) -> int | None:
         name = miniworld_action(self.space, action)
         if name is None and self.mouse_turn > 0 and abs(float(action[MOUSE_DX])) > self.mouse_turn:

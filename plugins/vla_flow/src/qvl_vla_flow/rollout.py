@@ -79,8 +79,7 @@ class ModelController:
         self.session.reset(instruction)
         self.queue.clear()
         self.previous = rest_action(self.space)
-        self.execute = MiniworldExecutor(self.space, env.unwrapped.actions, mouse_turn=self.mouse_turn,
-                                         allowed=int(env.action_space.n))
+        self.execute = MiniworldExecutor.for_env(self.space, env, self.mouse_turn)
 
     def act(self, observation: np.ndarray) -> int | None:
         self.session.observe(observation)
@@ -138,45 +137,19 @@ class EpisodeResult:
                 "env_steps": self.env_steps, "seconds": round(self.seconds, 3)}
 
 
-def play(env: Any, controller: Controller, seed: int, max_steps: int, instruction: str, *,
-         policy: str = "", keep_frames: bool = False) -> EpisodeResult:
-    """One episode from ``env.reset(seed=seed)`` until the env ends it or ``max_steps`` steps."""
-    started = time.perf_counter()
-    observation, _ = env.reset(seed=seed)
-    controller.start(env, seed, instruction)
-    frames = [observation] if keep_frames else None
-    reward, env_steps, steps = 0.0, 0, 0
-    for steps in range(1, max_steps + 1):
-        index = controller.act(observation)
-        if index is not None:
-            observation, reward, terminated, truncated, _ = env.step(index)
-            env_steps += 1
-        if frames is not None:
-            frames.append(observation)
-        if index is not None and (terminated or truncated):
-            break
-    return EpisodeResult(policy, seed, bool(reward > 0), steps, env_steps, time.perf_counter() - started, frames)
+class MiniworldEpisode:
+    """One episode from ``env.reset(seed=seed)``: steps the env for an action index (``None``: an
+    idle step, the env stays) and keeps the last reward, the env steps and, optionally, the frames."""
 
-
-class MiniworldControl:
-    """A Miniworld episode as the asynchronous client's :class:`~qvl_vla_flow.client.ControlEnv`."""
-
-    def __init__(self, env: Any, seed: int, space: ActionSpace, execute: MiniworldExecutor, *, keep_frames: bool):
+    def __init__(self, env: Any, seed: int, *, keep_frames: bool):
         self.env = env
-        self.space = space
-        self.execute = execute
         self.current, _ = env.reset(seed=seed)
-        self.state = rest_action(space)
         self.reward = 0.0
         self.env_steps = 0
         self.frames = [self.current] if keep_frames else None
 
-    def observation(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.current, self.state
-
-    def step(self, action: np.ndarray) -> bool:
-        self.state = executed_state(self.space, action)
-        index = self.execute(action)
+    def apply(self, index: int | None) -> bool:
+        """Executes ``index``; True when the env ended the episode."""
         done = False
         if index is not None:
             self.current, self.reward, terminated, truncated, _ = self.env.step(index)
@@ -187,11 +160,42 @@ class MiniworldControl:
         return done
 
 
+def play(env: Any, controller: Controller, seed: int, max_steps: int, instruction: str, *,
+         policy: str = "", keep_frames: bool = False) -> EpisodeResult:
+    """One episode from ``env.reset(seed=seed)`` until the env ends it or ``max_steps`` steps."""
+    started = time.perf_counter()
+    episode = MiniworldEpisode(env, seed, keep_frames=keep_frames)
+    controller.start(env, seed, instruction)
+    steps = 0
+    for steps in range(1, max_steps + 1):
+        if episode.apply(controller.act(episode.current)):
+            break
+    return EpisodeResult(policy, seed, bool(episode.reward > 0), steps, episode.env_steps,
+                         time.perf_counter() - started, episode.frames)
+
+
+class MiniworldControl(MiniworldEpisode):
+    """A Miniworld episode as the asynchronous client's :class:`~qvl_vla_flow.client.ControlEnv`."""
+
+    def __init__(self, env: Any, seed: int, space: ActionSpace, execute: MiniworldExecutor, *, keep_frames: bool):
+        super().__init__(env, seed, keep_frames=keep_frames)
+        self.space = space
+        self.execute = execute
+        self.state = rest_action(space)
+
+    def observation(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.current, self.state
+
+    def step(self, action: np.ndarray) -> bool:
+        self.state = executed_state(self.space, action)
+        return self.apply(self.execute(action))
+
+
 def play_remote(env: Any, actor: Any, space: ActionSpace, seed: int, max_steps: int, mouse_turn: float = 0.0, *,
                 keep_frames: bool = False) -> EpisodeResult:
     """One episode through a policy server: the client executes its queue while it asks ahead."""
-    execute = MiniworldExecutor(space, env.unwrapped.actions, mouse_turn=mouse_turn, allowed=int(env.action_space.n))
-    control = MiniworldControl(env, seed, space, execute, keep_frames=keep_frames)
+    control = MiniworldControl(env, seed, space, MiniworldExecutor.for_env(space, env, mouse_turn),
+                               keep_frames=keep_frames)
     stats = actor.run(control, max_steps)
     return EpisodeResult("model", seed, bool(control.reward > 0), stats.steps, control.env_steps, stats.elapsed_s,
                          control.frames)
@@ -250,13 +254,17 @@ def rollout_instruction(config: RunConfig) -> str:
     env's own goal sentence, as ``record`` wrote it)."""
     if config.task.record.instruction:
         return config.task.record.instruction
-    env_id = rollout_env(config)
-    env = make_env(env_id, 16)
+    env = make_env(rollout_env(config), 16)
     try:
         env.reset(seed=config.task.rollout.seed)
-        return default_instruction(env, env_id)
+        return episode_instruction(config, env)
     finally:
         env.close()
+
+
+def episode_instruction(config: RunConfig, env: Any) -> str:
+    """``task.record.instruction``, else the goal sentence of ``env``, as ``record`` writes it."""
+    return config.task.record.instruction or default_instruction(env, rollout_env(config))
 
 
 def controllers(config: RunConfig, policies: Sequence[str], session: PolicySession | None) -> dict[str, Controller]:
@@ -290,7 +298,7 @@ def run_rollouts(config: RunConfig, session: PolicySession | None, *, policies: 
     env = make_env(env_id, config.task.record.canvas, settings.max_steps)
     results: dict[str, list[EpisodeResult]] = {}
     try:
-        instruction = config.task.record.instruction or default_instruction(env, env_id)
+        instruction = episode_instruction(config, env)
         names = list(policies or settings.policies)
         remote = settings.server and "model" in names
         local = controllers(config, [n for n in names if not (remote and n == "model")], session)
@@ -357,9 +365,10 @@ def write_rollout(config: RunConfig, results: dict[str, list[EpisodeResult]], ou
     from qvl_vla_flow.capture import write_video
 
     fps = config.task.record.fps
+    first = next(iter(results.values()))
     summary = {
         "env": rollout_env(config), "checkpoint": checkpoint,
-        "seeds": [results[next(iter(results))][0].seed, results[next(iter(results))][-1].seed],
+        "seeds": [first[0].seed, first[-1].seed],
         "max_steps": config.task.rollout.max_steps, "execute_steps": config.task.rollout.execute_steps,
         "sampler": f"{config.task.sampler}/{config.task.sampling_steps}",
         "policies": {name: summarise(played, fps) for name, played in results.items()},
