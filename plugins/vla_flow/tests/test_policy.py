@@ -130,3 +130,42 @@ def test_sampling_a_prefix_of_the_chunk_gives_the_full_chunks_first_steps():
         prefix = policy.sample(features, state, steps=4, method=method, generator=torch.Generator().manual_seed(2),
                                length=3)
         assert torch.allclose(whole[:, :3], prefix, atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_cached_context_keys_and_values_give_the_velocity_of_the_plain_attention(dropout):
+    policy = small_policy(dropout=dropout)  # eval mode: dropout off in both paths
+    features, state, x, t = inputs()
+    context = policy.context(features, state)
+    keys_values = policy.context_keys_values(context)
+    assert [kv is None for kv in keys_values] == [False, True, False, True]  # cross blocks only
+    assert keys_values[0][0].shape == (2, 4, context.shape[1], 8)  # [B, heads, L, head_dim]
+    plain = policy.velocity(context, x, t)
+    cached = policy.velocity(context, x, t, keys_values)
+    assert torch.allclose(plain, cached, atol=1e-5)
+    # and the keys are those of this context: another context's give another velocity
+    other = policy.context_keys_values(policy.context(features + torch.randn_like(features), state))
+    assert not torch.allclose(plain, policy.velocity(context, x, t, other), atol=1e-4)
+    # sampling (which uses the cached keys) integrates the plain field
+    from qvl_vla_flow.flow import integrate
+
+    noise = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(2))
+    expected = integrate(lambda y, s: policy.velocity(context, y, s), noise, 4, "euler")
+    assert torch.allclose(policy.sample(features, state, steps=4, generator=torch.Generator().manual_seed(2)),
+                          expected, atol=1e-5)
+
+
+def test_the_compiled_sampler_is_one_graph_and_samples_the_same_chunks():
+    from qvl_vla_flow.session import compile_sampler
+
+    policy = small_policy()
+    features, state, _, _ = inputs()
+    expected = {length: policy.sample(features, state, steps=3, generator=torch.Generator().manual_seed(4),
+                                      length=length) for length in (None, 2)}
+    # aot_eager traces what inductor compiles (fullgraph: a graph break raises) without its minutes of C++
+    compile_sampler(policy, backend="aot_eager")
+    compile_sampler(policy, backend="aot_eager")  # a second call does not wrap it twice
+    assert policy._sampler_compiled
+    for length, chunk in expected.items():
+        again = policy.sample(features, state, steps=3, generator=torch.Generator().manual_seed(4), length=length)
+        assert torch.allclose(again, chunk, atol=1e-5)

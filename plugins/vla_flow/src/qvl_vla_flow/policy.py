@@ -16,7 +16,8 @@ blocks alternating cross-attention to the context (even blocks) and causal self-
 the chunk (odd blocks; step ``i`` sees steps ``<= i``), each followed by a GELU MLP; then a
 linear output to ``action_dim``: the velocity.
 
-The context is computed once per observation and reused across the sampler's steps.
+The context, and the cross-attention keys and values of it, are computed once per observation and
+reused across the sampler's steps.
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ class ExpertBlock(nn.Module):
         self.mlp_norm = nn.LayerNorm(hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, hidden))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """:param keys_values: this block's :meth:`context_keys_values` of ``context``, when the
+        caller has them (a sampler asks the same context ``steps`` times)."""
         h = self.norm(x)
-        if self.cross:
+        if self.cross and keys_values is not None:
+            attended = self._attend_to(h, *keys_values)
+        elif self.cross:
             keys = self.context_norm(context)
             attended, _ = self.attention(h, keys, keys, need_weights=False)
         else:
@@ -89,6 +95,37 @@ class ExpertBlock(nn.Module):
             attended, _ = self.attention(h, h, h, attn_mask=mask, need_weights=False, is_causal=True)
         x = x + attended
         return x + self.mlp(self.mlp_norm(x))
+
+    def context_keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values of ``context``, ``[B, heads, L, head_dim]`` each.
+
+        They depend on the context only, so a sampler computes them once per chunk instead of once
+        per field evaluation (SmolVLA / pi0 keep the prefix's KV cache across denoising steps the
+        same way). Computed from ``nn.MultiheadAttention``'s own weights: checkpoints are unchanged.
+        """
+        if not self.cross:
+            raise ValueError("a self-attention block has no context keys")
+        width = self.attention.embed_dim
+        keys = self.context_norm(context)
+        weight, bias = self.attention.in_proj_weight, self.attention.in_proj_bias
+        k = nn.functional.linear(keys, weight[width:2 * width], bias[width:2 * width])
+        v = nn.functional.linear(keys, weight[2 * width:], bias[2 * width:])
+        return self._heads(k), self._heads(v)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, width = x.shape
+        heads = self.attention.num_heads
+        return x.view(b, length, heads, width // heads).transpose(1, 2)
+
+    def _attend_to(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        # nn.MultiheadAttention's computation (in-projection, scaled dot product, out-projection)
+        # with the keys and values given; dropout only in training, as there
+        width = self.attention.embed_dim
+        q = nn.functional.linear(h, self.attention.in_proj_weight[:width], self.attention.in_proj_bias[:width])
+        dropout = self.attention.dropout if self.training else 0.0
+        attended = nn.functional.scaled_dot_product_attention(self._heads(q), keys, values, dropout_p=dropout)
+        attended = attended.transpose(1, 2).reshape(h.shape)
+        return self.attention.out_proj(attended)
 
 
 def causal_mask(length: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -144,16 +181,24 @@ class VlaFlowPolicy(nn.Module):
             context = torch.cat([context, self.state_projector(state.to(context.dtype)).unsqueeze(1)], dim=1)
         return context
 
-    def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The predicted velocity ``[B, C, A]`` at noisy actions ``x`` and times ``t`` ``[B]``."""
+    def velocity(self, context: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+                 keys_values: list | None = None) -> torch.Tensor:
+        """The predicted velocity ``[B, C, A]`` at noisy actions ``x`` and times ``t`` ``[B]``.
+
+        :param keys_values: :meth:`context_keys_values` of ``context``, to skip recomputing them.
+        """
         steps = x.shape[1]
         actions = self.action_in(x.to(context.dtype))
         time = timestep_embedding(t, actions.shape[-1]).to(actions.dtype)
         h = self.action_time_mlp(torch.cat([actions, time[:, None].expand_as(actions)], dim=-1))
         h = h + self.action_position[None, :steps]
-        for block in self.blocks:
-            h = block(h, context)
+        for index, block in enumerate(self.blocks):
+            h = block(h, context, None if keys_values is None else keys_values[index])
         return self.action_out(self.out_norm(h))
+
+    def context_keys_values(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per block, the cross-attention keys and values of ``context`` (None for self-attention)."""
+        return [block.context_keys_values(context) if block.cross else None for block in self.blocks]
 
     def forward(self, features: torch.Tensor, state: torch.Tensor | None, x: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
@@ -185,12 +230,22 @@ class VlaFlowPolicy(nn.Module):
         :param length: sample only the first ``length`` steps of the chunk: the same values as the
             full chunk's first steps (causal attention, the same noise), for scoring short episodes.
         """
-        context = self.context(features, state)
         shape = (features.shape[0], self.chunk_size, self.action_dim)
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(context.device, context.dtype)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         if length is not None:
             noise = noise[:, :length]
-        return integrate(lambda x, t: self.velocity(context, x, t), noise, steps, method)
+        noise = noise.to(features.device, self.action_in.weight.dtype).contiguous()
+        return self.integrate_chunk(features, state, noise, steps, method)
+
+    def integrate_chunk(self, features: torch.Tensor, state: torch.Tensor | None, noise: torch.Tensor, steps: int,
+                        method: str) -> torch.Tensor:
+        """From an observation and the chunk's noise to the sampled chunk: the context, its
+        cross-attention keys and values, then every step of the sampler. One function of tensors, so
+        ``session.compile_sampler`` compiles all of it as one graph (per-operation overhead, not
+        arithmetic, is most of a small expert's time on a CPU)."""
+        context = self.context(features, state)
+        keys_values = self.context_keys_values(context)
+        return integrate(lambda x, t: self.velocity(context, x, t, keys_values), noise, steps, method)
 
 
 def parameter_groups(policy: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:

@@ -82,7 +82,7 @@ class PolicySession:
                                 "(per-frame encoding); a policy trained on jointly encoded windows would see "
                                 "features it was not trained on. Train with task.encoding=per-frame to act")
         if t.compile_expert:
-            compile_velocity(policy)
+            compile_sampler(policy)
         return cls(policy, encode or backbone_encoder(config), num_frames=t.num_frames, frame_skip=t.frame_skip,
                    rest=rest_action(t.action_space), sampler=t.sampler, steps=t.sampling_steps,
                    use_state=t.state != "none", seed=seed)
@@ -162,11 +162,12 @@ class PolicySession:
             self.features.pop(old, None)
 
 
-def compile_velocity(policy: VlaFlowPolicy) -> None:
-    """``torch.compile`` the velocity field, the part the sampler calls ``sampling_steps`` times per
-    chunk (the context is computed once per chunk); once per policy object."""
+def compile_sampler(policy: VlaFlowPolicy, backend: str = "inductor") -> None:
+    """``torch.compile`` the policy's whole sampling of a chunk (context, cross-attention keys and
+    values, every sampler step unrolled) as one graph; once per policy object. Each chunk length and
+    sampler setting compiles on first use (about a minute or two on a 2-core CPU)."""
     import torch
 
-    if not getattr(policy, "_velocity_compiled", False):
-        policy.velocity = torch.compile(policy.velocity, dynamic=False)
-        policy._velocity_compiled = True
+    if not getattr(policy, "_sampler_compiled", False):
+        policy.integrate_chunk = torch.compile(policy.integrate_chunk, dynamic=False, fullgraph=True, backend=backend)
+        policy._sampler_compiled = True
