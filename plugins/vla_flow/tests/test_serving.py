@@ -54,6 +54,8 @@ class FakeSession:
         try:
             if self.backend.delay_s:
                 time.sleep(self.backend.delay_s)
+            if self.backend.gate is not None:
+                self.backend.gate.wait()
             assert list(frames) == sorted(frames) and step in frames
             for frame_step, frame in frames.items():
                 self.received[frame_step] += 1
@@ -92,6 +94,7 @@ class FakeBackend:
         self.sessions: list[FakeSession] = []
         self.closed = 0
         self.active = self.max_active = 0
+        self.gate: threading.Event | None = None  # when set to an Event, every act waits for it
         self.lock = threading.Lock()
 
     def open_session(self) -> FakeSession:
@@ -703,6 +706,30 @@ def test_actor_rides_out_a_server_restart() -> None:
     assert stats.steps == 60 and stats.reconnects == 1 and stats.waiting_ticks > 0
     assert_windows(first.sessions[0])
     assert_windows(second.sessions[0])  # the rest came from the restarted server, whole windows first
+
+
+def test_actor_gives_up_on_a_server_that_stops_answering() -> None:
+    backend = FakeBackend(chunk_size=8)
+    gate = threading.Event()
+
+    def hang_at(executed: int) -> None:
+        if executed == 4:
+            backend.gate = gate  # requests are taken but never answered
+
+    env = CountingEnv(hang_at)
+    server = PolicyServer(backend).start()
+    client = PolicyClient(server.url, timeout_s=60)  # far longer than the actor waits
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="nothing to execute for 1 s"):
+            AsyncActor(client, control_period_s=0.005, give_up_after_s=1.0).run(env, max_steps=60)
+        waited = time.monotonic() - started
+    finally:
+        client.close()
+        gate.set()
+        server.stop()
+    assert 4 <= len(env.executed) <= 8  # what was queued, no more
+    assert waited < 10
 
 
 def test_transport_bounds_nesting_and_array_dimensions() -> None:

@@ -28,12 +28,18 @@ def load_parts(call: Callable[..., Any], task: Task, config: RunConfig, checkpoi
     if needs_backbone is not False:
         load_config = restore_config(config, checkpoint) if checkpoint is not None else config
         backbone = call("load_backbone", task=task, config=load_config, stage=stage)
+    return Parts(backbone=backbone, head=build_head(call, task, config, backbone, checkpoint))
+
+
+def build_head(call: Callable[..., Any], task: Task, config: RunConfig, backbone: Any,
+               checkpoint: Path | None) -> Any:
+    """The task's head (None when it builds none) in fp32, with ``checkpoint``'s weights if given."""
     head = call("build_head", task=task, config=config, backbone=backbone, required=False)
     if head is not None:
         head.float()  # trainable weights stay fp32; mixed precision autocasts the matmuls
     if checkpoint is not None:
         load_head(checkpoint, head)
-    return Parts(backbone=backbone, head=head)
+    return head
 
 
 def checked_dataset(call: Callable[..., Any], task: Task, config: RunConfig, split: str,

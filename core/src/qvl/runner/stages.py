@@ -116,13 +116,11 @@ def _existing_run(task: Task, config_files: Iterable[str | Path], overrides: lis
 
 def _trained_head(host: PluginHost, task: Task, config: Any, checkpoint: Path) -> Any:
     """The task's head with the weights of ``checkpoint``, on the CPU in eval mode."""
-    from qvl.runner.checkpoint import load_head
+    from qvl.runner.assembly import build_head
 
-    head = host.call("build_head", required=False, task=task, config=config, backbone=None)
+    head = build_head(host.call, task, config, None, checkpoint)
     if head is None:
         raise UserError(f"task {task.name!r} builds no head, so it has no trained head to load")
-    head.float()
-    load_head(checkpoint, head)
     return head.eval()
 
 

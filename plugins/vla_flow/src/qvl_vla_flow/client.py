@@ -94,6 +94,7 @@ class PolicyClient:
         self._sessions_opened = 0
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        self._aborted = False
         self._ws: ClientConnection | None = None
         self._stack: ExitStack | None = None
 
@@ -105,8 +106,20 @@ class PolicyClient:
         """Opens the session (with retries) unless it is open; fills :attr:`chunk_size`, :attr:`action_dim`,
         :attr:`metadata`, :attr:`num_frames`, :attr:`frame_skip`."""
         with self._lock:
+            self._aborted = False
             self._with_retries(lambda: None)
         return self
+
+    def abort(self) -> None:
+        """From another thread: ends the request in progress (its caller gets a ``ConnectionError``)
+        and its retries, without waiting for it; :meth:`connect` makes the client usable again."""
+        self._aborted = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()  # websockets' connections may be closed from any thread: the waiting recv raises
+            except Exception:  # already broken: the request fails anyway
+                pass
 
     def reset(self) -> None:
         """A new episode: the server session forgets its frames (steps may start again from 0)."""
@@ -160,6 +173,8 @@ class PolicyClient:
     def _with_retries(self, action: Callable[[], T]) -> T:
         failures = 0
         while True:
+            if self._aborted:
+                raise ConnectionError(f"requests to the policy server at {self.url} were aborted")
             try:
                 if self._ws is None:
                     self._open()
@@ -383,8 +398,9 @@ class AsyncActor:
     lacks. Whether a tick sends at all is :meth:`ChunkQueue.should_send`'s call, on the tick's frame.
 
     When the server goes away the loop keeps executing what is queued while the client reconnects with
-    back-off (a fresh session gets the whole window with the next observation); the run fails only when
-    no chunk could be had for ``give_up_after_s`` seconds.
+    back-off (a fresh session gets the whole window with the next observation); the run fails when no
+    chunk could be had for ``give_up_after_s`` seconds, or when the queue has been empty that long (a
+    server that accepts requests but never answers: the sender may still be inside its retries).
     """
 
     def __init__(self, client: PolicyClient, queue: ChunkQueue | None = None, *, control_period_s: float = 0.1,
@@ -422,6 +438,8 @@ class AsyncActor:
         sender.start()
         started = next_tick = time.perf_counter()
         step = 0
+        empty_since: float | None = None
+        gave_up = False
         try:
             while step < max_steps:
                 with self._cond:
@@ -439,7 +457,13 @@ class AsyncActor:
                 stats.ticks += 1
                 if action is None:
                     stats.waiting_ticks += 1
+                    empty_since = empty_since or time.monotonic()
+                    if time.monotonic() - empty_since > self.give_up_after_s:
+                        gave_up = True
+                        raise RuntimeError(f"no action chunk from {self.client.url}: nothing to execute for "
+                                           f"{self.give_up_after_s:g} s (the server does not answer)")
                 else:
+                    empty_since = None
                     step += 1
                     stats.steps += 1
                     if env.step(action):
@@ -455,6 +479,8 @@ class AsyncActor:
             with self._cond:
                 self._stopping = True
                 self._cond.notify_all()
+            if gave_up:  # the sender may be waiting on a server that never answers
+                self.client.abort()
             sender.join()
             stats.reconnects = self.client.reconnects - reconnects_before
             stats.frames_sent = self.client.frames_sent - frames_before
