@@ -28,11 +28,12 @@ def test_make_data_train_eval_predict_on_a_tiny_split(qvl_run_stage, qvl_run_dir
     evaluated = qvl_run_stage("grasp", "eval", *qvl_quick_run, *tiny_data)
     metrics = evaluated.metrics
     assert metrics["model"]["images"] == 4 and metrics["model"]["invalid_rate"] == 0.0  # constrained
-    assert set(metrics["baselines"]) == {"random", "pca", "min_area_rect", "sizes"}
+    assert set(metrics["baselines"]) == {"random", "pca", "min_area_rect", "largest_object", "sizes"}
     assert metrics["baselines"]["pca"]["images"] == 4
     out = evaluated.out_dir
     assert json.loads((out / "eval.json").read_text()) == metrics
-    assert "| model |" in (out / "comparison.md").read_text()
+    table = (out / "comparison.md").read_text()
+    assert "| model |" in table and "| pca (oracle mask) |" in table and "| largest object |" in table
     assert (out / "comparison.png").stat().st_size > 5000 and (out / "examples.png").stat().st_size > 5000
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert all(r["valid"] and len(r["answers"]) == 1 and len(r["corners"]) == 4 for r in rows)

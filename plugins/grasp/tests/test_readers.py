@@ -137,9 +137,103 @@ def test_training_reads_no_masks(ocid, monkeypatch, qvl_host):
     from qvl_grasp import readers
 
     opened = []
-    monkeypatch.setattr(readers, "load_mask", lambda path: opened.append(path))
+    monkeypatch.setattr(readers, "load_mask", lambda path, label=None: opened.append(path))
     task = qvl_host.task("grasp")
     config = load_config(task, overrides=[f"task.data_dir={str(ocid)!r}"])
     train = qvl_host.call("build_dataset", task=task, config=config, split="train")
     assert train[0]["mask"] is None and opened == []
     assert read_split("ocid", ocid, "train", SPLITS)[0]["mask"] is None and len(opened) == 1  # eval reads it
+
+
+def cornell_set(root, indices, annotation=RECT + TILTED):
+    for index in indices:
+        png(root / "01" / f"pcd{index:04d}r.png")
+        write(root / "01" / f"pcd{index:04d}cpos.txt", annotation)
+    return root
+
+
+NAN_RECT = "NaN NaN\n1 2\n3 4\n5 6\n"
+
+
+def test_each_read_prints_one_line_of_counts_and_skips_with_their_files(tmp_path, capsys):
+    root = cornell_set(tmp_path / "cornell", range(100, 135))
+    cornell_set(root, range(135, 140), RECT + NAN_RECT + TILTED)  # 5 files with a NaN rectangle each
+    cornell_set(root, [140], NAN_RECT)  # nothing left once its NaN rectangle is dropped
+    everything = read_split("cornell", root, "train", {}, split_ratios=[1, 0, 0])
+    assert len(everything) == 40
+    assert capsys.readouterr().err == (
+        "qvl-grasp: grasp data (cornell, train): 40 images, 80 rectangles; skipped 6 rectangles with NaN corners "
+        "(pcd0135cpos.txt, pcd0136cpos.txt, pcd0137cpos.txt and 3 more); 1 image with no usable rectangle "
+        "(pcd0140cpos.txt)\n")
+
+
+def test_ocid_read_prints_its_counts(ocid, capsys):
+    read_split("ocid", ocid, "train", SPLITS)
+    read_split("ocid", ocid, "val", SPLITS)
+    assert capsys.readouterr().err.splitlines() == ["qvl-grasp: grasp data (ocid, train): 1 image, 2 rectangles",
+                                                    "qvl-grasp: grasp data (ocid, val): 1 image, 1 rectangle"]
+    read_split("ocid", ocid, "train", SPLITS, announce=False)  # eval's look at the train split, each validation
+    assert capsys.readouterr().err == ""
+
+
+def test_hash_split_keeps_the_old_80_10_10_and_follows_other_ratios():
+    from qvl_grasp.readers import hash_split
+
+    # ids whose crc32 % 100 is 69, 70, 79, 80, 89 and 90
+    ids = {69: "img143", 70: "img11", 79: "img55", 80: "img312", 89: "img134", 90: "img51"}
+    assert [hash_split(ids[b]) for b in sorted(ids)] == ["train", "train", "train", "val", "val", "test"]
+    assert [hash_split(ids[b], [0.7, 0.2, 0.1]) for b in sorted(ids)] == ["train", "val", "val", "val", "val",
+                                                                          "test"]
+    assert {hash_split(i, [1, 0, 0]) for i in ids.values()} == {"train"}
+    assert {hash_split(i, [0, 0, 1.0]) for i in ids.values()} == {"test"}
+
+
+def test_a_set_too_small_for_its_split_ratios_says_what_to_do(tmp_path):
+    root = cornell_set(tmp_path / "cornell", range(100, 103))  # hashed to test, train, train
+    assert len(read_split("cornell", root, "train", {})) == 2
+    with pytest.raises(GraspDataError) as caught:
+        read_split("cornell", root, "val", {})
+    message = str(caught.value)
+    assert message.startswith(f"task.data_dir = {str(root)!r}: 3 images, too few for task.split_ratios = "
+                              "[0.8, 0.1, 0.1]")
+    assert "split 'val'" in message and "add images, or set task.split_ratios" in message
+    with pytest.raises(GraspDataError, match=r"task.split_ratios = \[0.9, 0.1, 0.0\] gives split 'test' no share"):
+        read_split("cornell", root, "test", {}, split_ratios=[0.9, 0.1, 0.0])
+    with pytest.raises(GraspDataError, match=r"no jacquard annotation files \(\*_grasps.txt\) in it"):
+        read_split("jacquard", root, "train", {})
+
+
+def test_split_ratios_are_validated_and_reach_the_reader(tmp_path, qvl_host):
+    from qvl.config import ConfigError, load_config
+
+    task = qvl_host.task("grasp")
+    for bad in ("[0.8, 0.3, 0.1]", "[0.5, 0.5]", "[-0.1, 0.6, 0.5]"):
+        with pytest.raises(ConfigError) as caught:
+            load_config(task, [], [f"task.split_ratios={bad}"])
+        assert caught.value.problems == [f"--set task.split_ratios={bad}: task.split_ratios: must be three "
+                                         "non-negative shares [train, val, test] that sum to 1, e.g. [0.8, 0.1, 0.1]; "
+                                         f"got {bad}"]
+    root = cornell_set(tmp_path / "cornell", range(100, 110))
+    config = load_config(task, [], [f"task.data_dir={str(root)!r}", "task.data_format='cornell'",
+                                    "task.split_ratios=[0, 1, 0]"])
+    assert len(qvl_host.call("build_dataset", task=task, config=config, split="val")) == 10
+
+
+def test_ground_truth_beside_a_predict_input_is_found_in_each_known_layout(tmp_path, ocid, capsys):
+    from qvl_grasp.readers import annotation_beside, with_ground_truth
+
+    cornell = cornell_set(tmp_path / "cornell", [100], RECT + NAN_RECT)
+    assert [g.w for g in annotation_beside(cornell / "01" / "pcd0100r.png")] == pytest.approx([40])
+    png(tmp_path / "jacquard" / "1_abc_RGB.png")
+    write(tmp_path / "jacquard" / "1_abc_grasps.txt", "100;200;30;40;10\n")
+    (jacquard,) = annotation_beside(tmp_path / "jacquard" / "1_abc_RGB.png")
+    assert (jacquard.cx, jacquard.theta) == pytest.approx((100, -30))
+    seq = ocid / "ARID20" / "table" / "top" / "seq08"
+    assert len(annotation_beside(seq / "rgb" / "result_1.png")) == 2
+    assert annotation_beside(png(tmp_path / "photos" / "desk.png")) is None
+
+    samples = [{"id": "result_1.png", "grasps": None}, {"id": "result_2.png", "grasps": None}]
+    (seq / "Annotations" / "result_2.txt").unlink()
+    with_ground_truth(samples, seq / "rgb")
+    assert len(samples[0]["grasps"]) == 2 and samples[1]["grasps"] is None
+    assert "ground-truth rectangles found beside 1 of 2 input images" in capsys.readouterr().err

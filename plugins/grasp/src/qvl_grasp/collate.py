@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
 
 CROPS_KEY = "grasp_crops"
+INSTRUCTIONS_KEY = "grasp_instructions"  # each image's own instruction, for the predictions
 
 
 def _resized(image: Any, size: tuple[int, int]) -> Any:
@@ -61,6 +62,9 @@ class TrainCollator:
             raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
         image, grasps = _working_copy(image, grasps, self.model_size)
         if augment.enabled:
+            # PIL per image, not one batched tensor op: collation runs on the CPU (in DataLoader
+            # workers, one torch thread each, also on a GPU machine), where PIL's uint8 loops were
+            # 1.6-1.8x faster for the colours and 1.3-1.4x for rotation (benchmarks/bench_grasp_augment.py)
             image, grasps = augment_sample(image, grasps, rng, augment)
         bins = Quantizer(*image.size).encode(training_target(grasps, config.target, rng))
         masked = None
@@ -79,7 +83,8 @@ class TrainCollator:
         for sample in samples:
             image, bins, masked = self.answer_for(sample, rng)
             conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size,
-                                              self.config.system_prompt, self.config.instruction))
+                                              self.config.system_prompt, self.config.instruction,
+                                              target=sample.get("instruction")))
             masked_fields.append(masked)
         batch = chat.sft_batch(self.processor, conversations)
         mask_field_labels(batch["labels"], self.processor.tokenizer, masked_fields, chat.IGNORE_INDEX)
@@ -107,10 +112,12 @@ class EnsembleCollator:
             for crop in sample_crops:
                 piece = image.crop((crop.left, crop.top, crop.left + crop.width, crop.top + crop.height))
                 conversations.append(conversation(_resized(piece, self.model_size), None, self.model_size,
-                                                  self.config.system_prompt, self.config.instruction))
+                                                  self.config.system_prompt, self.config.instruction,
+                                                  target=sample.get("instruction")))
             crops.append([attrs.astuple(crop) for crop in sample_crops])
         batch = chat.prompt_batch(self.processor, conversations)
         batch[CROPS_KEY] = crops
+        batch[INSTRUCTIONS_KEY] = [sample.get("instruction") for sample in samples]
         return batch
 
 
@@ -127,10 +134,11 @@ def generate_answers(config: Any, backbone: Backbone, inputs: dict[str, Any]) ->
 
 def decode_batch(config: Any, backbone: Backbone, batch: dict[str, Any]) -> list[dict[str, Any]]:
     """One prediction per image: the ensemble's valid members averaged, in full-image pixels."""
-    inputs = {key: value for key, value in batch.items() if key != CROPS_KEY}
+    inputs = {key: value for key, value in batch.items() if key not in (CROPS_KEY, INSTRUCTIONS_KEY)}
     answers = iter(generate_answers(config, backbone, inputs))
     predictions = []
-    for sample_crops in batch[CROPS_KEY]:
+    instructions = batch.get(INSTRUCTIONS_KEY) or [None] * len(batch[CROPS_KEY])
+    for sample_crops, instruction in zip(batch[CROPS_KEY], instructions):
         members: list[Grasp] = []
         texts = []
         for left, top, width, height in sample_crops:
@@ -146,5 +154,6 @@ def decode_batch(config: Any, backbone: Backbone, batch: dict[str, Any]) -> list
             "valid": grasp is not None,
             "answers": texts,
             "valid_members": len(members),
+            **({"instruction": instruction} if instruction else {}),
         })
     return predictions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import attrs
@@ -16,6 +17,18 @@ def _model_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> 
                          f"patch size of Qwen3-VL), at least 32; got {value}")
 
 
+def _split_ratios(instance: Any, attribute: attrs.Attribute, value: list[float]) -> None:
+    if len(value) != 3 or any(v < 0 for v in value) or not math.isclose(sum(value), 1.0, abs_tol=1e-6):
+        raise ValueError(f"'{attribute.name}' must be three non-negative shares [train, val, test] that sum "
+                         f"to 1, e.g. [0.8, 0.1, 0.1]; got {value}")
+
+
+def _object_count(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    if len(value) != 2 or not 1 <= value[0] <= value[1] <= 8:
+        raise ValueError(f"'{attribute.name}' must be [fewest, most] objects per scene, 1 <= fewest <= most "
+                         f"<= 8, e.g. [2, 5]; got {value}")
+
+
 @attrs.define
 class SyntheticConfig:
     """The embedded default data set (``qvl run grasp make-data``)."""
@@ -25,7 +38,11 @@ class SyntheticConfig:
     train: int = attrs.field(default=800, validator=positive)
     val: int = attrs.field(default=100, validator=positive)
     test: int = attrs.field(default=100, validator=positive)
-    position_jitter: float = attrs.field(default=0.12, validator=fraction)
+    # multi: several objects, the instruction names one (mugs, pans, T- and L-shapes among them, grasped
+    # at a part); single: one object across its principal axis, the data set of earlier versions
+    scene: Literal["multi", "single"] = "multi"
+    objects: list[int] = attrs.field(factory=lambda: [2, 5], validator=_object_count)  # multi: per scene
+    position_jitter: float = attrs.field(default=0.12, validator=fraction)  # single only
     orientations: int = attrs.field(default=0, validator=non_negative)
 
 
@@ -44,6 +61,9 @@ class GraspConfig:
     data_dir: str = ""  # empty: the embedded synthetic OCID-format data, rendered on first use
     split_files: dict[str, str] = attrs.field(
         factory=lambda: {"train": "training_0.txt", "val": "validation_0.txt", "test": "test_0.txt"})
+    # Cornell and Jacquard have no official split: images go to train/val/test by a hash of their
+    # name, in these shares (whole percents); the default keeps the split of earlier versions
+    split_ratios: list[float] = attrs.field(factory=lambda: [0.8, 0.1, 0.1], validator=_split_ratios)
     synthetic: SyntheticConfig = attrs.field(factory=SyntheticConfig)
     model_image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=_model_size)
     target: Literal["central", "first", "random"] = "central"

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
@@ -18,7 +16,8 @@ def synthetic_spec(config: RunConfig) -> Any:
 
     s = config.task.synthetic
     return SceneSpec(width=s.width, height=s.height, train=s.train, val=s.val, test=s.test, seed=config.seed,
-                     position_jitter=s.position_jitter, orientations=s.orientations)
+                     position_jitter=s.position_jitter, orientations=s.orientations, scene=s.scene,
+                     objects=tuple(s.objects))
 
 
 def synthetic_data(config: RunConfig) -> Any:
@@ -26,7 +25,7 @@ def synthetic_data(config: RunConfig) -> Any:
     from qvl_grasp.synthetic import write_dataset
 
     spec = synthetic_spec(config)
-    return SyntheticData(key=spec.key(), fingerprint={"format": "ocid-synthetic", **attrs.asdict(spec)},
+    return SyntheticData(key=spec.key(), fingerprint=spec.fingerprint(),
                          write=lambda out: write_dataset(out, spec), plugin="qvl-grasp",
                          description="the synthetic OCID-Grasp data set")
 
@@ -44,7 +43,9 @@ def make_data(config: RunConfig) -> Path:
 
     spec = synthetic_spec(config)
     root = write_synthetic(data_root(config, create=False), synthetic_data(config))
-    print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images in OCID-Grasp layout: {root}")
+    scenes = "one object each" if spec.scene == "single" else f"{spec.objects[0]}-{spec.objects[1]} objects each"
+    print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images ({scenes}) in OCID-Grasp "
+          f"layout: {root}")
     if config.task.data_dir:
         print(f"  train on it with: --set task.data_dir={str(root)!r}")
     return root

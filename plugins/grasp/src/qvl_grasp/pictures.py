@@ -22,7 +22,31 @@ def draw_grasp(draw: Any, grasp: Grasp, colors: tuple[tuple[int, int, int], ...]
     draw.line([c[3], c[0]], fill=plates, width=width)
 
 
+def draw_legend(draw: Any, image_size: tuple[int, int], entries: Sequence[tuple[str, tuple[int, int, int]]]) -> bool:
+    """Each ``(label, colour)`` as a swatch and its label, on a dark box in the bottom-left corner.
+
+    Returns False, drawing nothing, on an image too small for the box to leave the grasps visible.
+    """
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=max(10, round(image_size[1] / 40)))
+    line = max(draw.textbbox((0, 0), label, font=font)[3] for label, _ in entries) + 4
+    swatch = line - 4
+    box_width = swatch + 6 + max(draw.textlength(label, font=font) for label, _ in entries) + 8
+    top = image_size[1] - line * len(entries) - 6
+    if box_width > 0.5 * image_size[0] or top < 0.6 * image_size[1]:
+        return False
+    draw.rectangle([0, top, box_width, image_size[1]], fill=(0, 0, 0))
+    for index, (label, color) in enumerate(entries):
+        y = top + 3 + index * line
+        draw.rectangle([4, y + 2, 4 + swatch, y + 2 + swatch - 2], fill=color)
+        draw.text((swatch + 10, y), label, fill=(255, 255, 255), font=font)
+    return True
+
+
 def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] = ()) -> Any:
+    """The prediction (red opening, yellow jaws) over the ground truth (green, blue), with a legend
+    when there is ground truth to tell apart."""
     from PIL import ImageDraw
 
     canvas = image.convert("RGB").copy()
@@ -34,6 +58,9 @@ def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] 
         draw_grasp(draw, prediction, PREDICTION_COLORS, width + 1)
     else:
         draw.text((8, 8), "invalid output", fill=(255, 40, 40))
+    if truths:
+        draw_legend(draw, canvas.size, [("prediction", PREDICTION_COLORS[0]),
+                                        (f"ground truth ({len(truths)})", TRUTH_COLORS[0])])
     return canvas
 
 
@@ -49,11 +76,12 @@ def comparison_chart(rows: dict[str, dict[str, Any]], out: Path) -> None:
     for axis, key, title in ((axes[0], "success_rate", "success rate (IoU>0.25, angle<30°)"),
                              (axes[1], "mean_iou", "mean IoU with the matched rectangle")):
         values = [rows[n][key] or 0.0 for n in names]
-        bars = axis.bar(names, values, color=["#d62728"] + ["#7f7f7f"] * (len(names) - 1))
+        bars = axis.bar(range(len(names)), values, color=["#d62728"] + ["#7f7f7f"] * (len(names) - 1))
         axis.bar_label(bars, fmt="%.2f")
         axis.set_ylim(0, 1.05)
         axis.set_title(title, fontsize=10)
-        axis.tick_params(axis="x", labelrotation=15)
+        # a word a line: five names like "min_area_rect (oracle mask)" side by side overlap
+        axis.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names], fontsize=8)
     figure.suptitle("grasp: model vs baselines")
     figure.tight_layout()
     figure.savefig(out)

@@ -46,14 +46,15 @@ def register_tasks(register: Any) -> None:
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
     if task.name != TASK_NAME:
         return None
-    from qvl_grasp.readers import read_split
+    from qvl_grasp.readers import read_split, with_ground_truth
 
     if split == "predict":
         if config.predict.input:
-            return image_inputs(Path(config.predict.input))
+            return with_ground_truth(image_inputs(Path(config.predict.input)), Path(config.predict.input))
         split = config.predict.split
     root = data_root(config, create=True)
-    dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train")
+    dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train",
+                         split_ratios=config.task.split_ratios)
     if split == "train" and config.train.prepared_cache:
         from qvl_grasp.working_copies import working_copies
 

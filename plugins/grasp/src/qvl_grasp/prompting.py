@@ -1,5 +1,8 @@
 """Chat conversations and batches: image + instruction -> ``"cx cy theta w h"``.
 
+The user turn holds the image, the sample's own instruction when its data names a target object
+("Grasp the red mug."), then the task's ``instruction`` (how to answer).
+
 Training batches are prompt-masked SFT batches from ``qvl.chat``; a masked field's digits are
 also left out of the loss. Evaluation batches hold ``H`` crops of every image (the test-time
 ensemble), with where each crop came from, so ``decode`` can map answers back to the full image.
@@ -23,14 +26,24 @@ class Crop:
     height: int
 
 
+def object_instruction(name: str) -> str:
+    """What to grasp, for a scene of several objects: ``"Grasp the red mug."``."""
+    return f"Grasp the {name}."
+
+
 def conversation(image: Any, answer: str | None, model_size: tuple[int, int], system: str = "",
-                 instruction: str = "") -> list[dict[str, Any]]:
-    """System turn (if any), then the image and the instruction, then the answer (for training)."""
+                 instruction: str = "", target: str | None = None) -> list[dict[str, Any]]:
+    """System turn (if any), then the image and the instruction, then the answer (for training).
+
+    ``target``: the sample's own instruction (``"Grasp the red mug."``); it comes before the task's
+    ``instruction``, which says how to answer.
+    """
     width, height = model_size
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    text = " ".join(part for part in (target, instruction) if part)
     messages.append({"role": "user", "content": [
         {"type": "image", "image": image, "resized_width": width, "resized_height": height},
-        {"type": "text", "text": instruction},
+        {"type": "text", "text": text},
     ]})
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
@@ -39,6 +52,9 @@ def conversation(image: Any, answer: str | None, model_size: tuple[int, int], sy
 
 def training_target(grasps: list[Grasp], rule: str, rng: Any) -> Grasp:
     """The one rectangle the model is taught for an image that has several.
+
+    ``grasps`` are the sample's rectangles that count: on a scene whose instruction names an object,
+    that object's only (see ``GraspRecord.target_grasps``).
 
     ``central``: the one nearest the mean of all centres (well defined on any data set, and the
     middle of the object on OCID-style annotations); ``first``: the file's first; ``random``: a

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qvl_grasp.baselines import BASELINES, baseline_grasp
+from qvl_grasp.baselines import BASELINE_TITLES, BASELINES, baseline_grasp
 from qvl_grasp.geometry import Grasp
 from qvl_grasp.pictures import comparison_chart, contact_sheet, draw_on_image
-from qvl_grasp.readers import GraspDataError, read_split
+from qvl_grasp.readers import MASK_DIR, GraspDataError, read_split
 from qvl_grasp.scoring import summarize
 
 COLUMNS = (("success_rate", "success"), ("mean_iou", "mean IoU"), ("mean_angle_error_deg", "angle err (deg)"),
@@ -29,7 +29,8 @@ def typical_sizes(config: Any, fallback: list[list[Grasp]]) -> tuple[float, floa
 
     try:
         records = read_split(config.task.data_format, data_root(config, create=False), "train",
-                             config.task.split_files).records
+                             config.task.split_files, split_ratios=config.task.split_ratios,
+                             announce=False).records  # at every validation: not news
         grasps = [g for r in records for g in r.grasps]
         source = "train split"
     except GraspDataError:
@@ -47,6 +48,19 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+MASK_FILES = {"ocid": f"<seq>/{MASK_DIR}/<image>", "jacquard": "<prefix>_mask.png"}
+_ANNOUNCED: set[str] = set()
+
+
+def baselines_skipped_reason(data_format: str, samples: list[Any]) -> str:
+    """Why the mask baselines cannot run on these samples, naming the data format and its mask files."""
+    if data_format not in MASK_FILES:
+        return f"the {data_format} format has no object masks, and the baselines need them"
+    missing = [sample["id"] for sample in samples if sample.get("mask_path") is None]
+    return (f"{len(missing)} of {len(samples)} {data_format} images have no object mask file "
+            f"({MASK_FILES[data_format]}), e.g. {missing[0]}; the baselines need one for every image")
+
+
 def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
     samples = [dataset[i] for i in range(len(dataset))]  # lazy: labels only, pixels on demand
     truths = []
@@ -59,10 +73,12 @@ def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out
     baselines: dict[str, Any] = {}
     if all(sample.get("mask_path") is not None for sample in samples):
         baselines = baseline_scores(config, samples, truths)
-        rows.update({name: baselines[name] for name in BASELINES})
+        rows.update({BASELINE_TITLES[name]: baselines[name] for name in BASELINES})
     else:
-        baselines["skipped"] = (f"the {config.task.data_format} data set has no object masks for these images; "
-                                "the baselines need them")
+        baselines["skipped"] = baselines_skipped_reason(config.task.data_format, samples)
+        if baselines["skipped"] not in _ANNOUNCED:  # once, not at every validation of a training
+            _ANNOUNCED.add(baselines["skipped"])
+            print(f"qvl-grasp: baselines skipped: {baselines['skipped']}", file=sys.stderr)
     table = markdown_table(rows)
     (out_dir / "comparison.md").write_text(table)
     comparison_chart(rows, out_dir / "comparison.png")
@@ -74,7 +90,7 @@ def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out
             "ensemble": config.task.ensemble.eval, "constrained": config.task.constrained}
 
 
-BASELINE_VERSION = 1  # of the baselines' code: bump when a baseline changes
+BASELINE_VERSION = 2  # of the baselines' code: bump when a baseline changes (2: the target's mask, largest object)
 
 
 def baseline_scores(config: Any, samples: list[Any], truths: list[list[Grasp]]) -> dict[str, Any]:
@@ -94,14 +110,18 @@ def baseline_scores(config: Any, samples: list[Any], truths: list[list[Grasp]]) 
     opening, jaw, source = typical_sizes(config, truths)
     fingerprint = {"version": BASELINE_VERSION, "baselines": list(BASELINES), "seed": config.seed,
                    "sizes": [opening, jaw], "masks": files_fingerprint(s["mask_path"] for s in samples),
-                   "labels": [[s["id"], [attrs.astuple(g) for g in t]] for s, t in zip(samples, truths)]}
+                   "labels": [[s["id"], s.get("target"), [attrs.astuple(g) for g in t]]
+                              for s, t in zip(samples, truths)]}
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def compute(out: Path) -> None:
         rng = np.random.default_rng(config.seed)
         scores: dict[str, Any] = {}
         for name in BASELINES:
-            guesses = [baseline_grasp(name, sample["mask"], rng, opening, jaw) for sample in samples]
+            # only the no-oracle baseline reads every object's labels (a second decode of the mask file)
+            guesses = [baseline_grasp(name, sample["mask"], rng, opening, jaw,
+                                      labels=sample["labels"] if name == "largest_object" else None)
+                       for sample in samples]
             scores[name] = summarize(guesses, truths)
         scores["sizes"] = {"opening_px": opening, "jaw_px": jaw, "from": source}
         (out / "baselines.json").write_text(json.dumps(scores, indent=1))
@@ -113,8 +133,8 @@ def baseline_scores(config: Any, samples: list[Any], truths: list[list[Grasp]]) 
 
 def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
     """``grasps.json`` (pixels and degrees, with corners) and, with ``--save-vis``, one PNG per image."""
-    rows = [{"image": p["id"], "grasp": p["grasp"], "corners": p["corners"], "valid": p["valid"]}
-            for p in predictions]
+    rows = [{"image": p["id"], **({"instruction": p["instruction"]} if p.get("instruction") else {}),
+             "grasp": p["grasp"], "corners": p["corners"], "valid": p["valid"]} for p in predictions]
     tmp = out_dir / "grasps.json.tmp"
     tmp.write_text(json.dumps(rows, indent=2))
     tmp.replace(out_dir / "grasps.json")

@@ -18,11 +18,11 @@ import attrs
 from qvl_grasp.geometry import Grasp
 from qvl_grasp.readers import GraspDataset, load_image
 
-VERSION = 1  # of the preparation below: bump when it changes
+VERSION = 2  # of the preparation below: bump when it changes (2: the target's rectangles, the instruction)
 
 
 class WorkingCopies(Sequence):
-    """Training samples as the collator reads them: the working-size image and its grasps."""
+    """Training samples as the collator reads them: the working-size image, its grasps and instruction."""
 
     def __init__(self, prepared: Any):
         self.prepared = prepared
@@ -35,7 +35,8 @@ class WorkingCopies(Sequence):
 
         sample = self.prepared[index]
         return {"id": sample["id"], "image": Image.fromarray(sample["image"]),
-                "grasps": [Grasp(**g) for g in sample["grasps"]], "mask": None}
+                "grasps": [Grasp(**g) for g in sample["grasps"]], "instruction": sample.get("instruction"),
+                "mask": None}
 
 
 def working_copies(dataset: GraspDataset, model_size: tuple[int, int], name: str) -> WorkingCopies:
@@ -49,11 +50,11 @@ def working_copies(dataset: GraspDataset, model_size: tuple[int, int], name: str
 
     def prepare(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
         record = records[index]
-        image, grasps = _working_copy(load_image(record.image_path), list(record.grasps), model_size)
-        return {"image": np.asarray(image, dtype=np.uint8)}, {"id": record.id,
+        image, grasps = _working_copy(load_image(record.image_path), list(record.target_grasps), model_size)
+        return {"image": np.asarray(image, dtype=np.uint8)}, {"id": record.id, "instruction": record.instruction,
                                                              "grasps": [attrs.asdict(g) for g in grasps]}
 
-    labels = json.dumps([[r.id, [attrs.astuple(g) for g in r.grasps]] for r in records])
+    labels = json.dumps([[r.id, r.instruction, [attrs.astuple(g) for g in r.target_grasps]] for r in records])
     fingerprint = {"version": VERSION, "model_size": list(model_size),
                    "images": files_fingerprint(r.image_path for r in records), "labels": labels}
     return WorkingCopies(prepare_samples(len(records), prepare, fingerprint=fingerprint, name=name))
