@@ -15,8 +15,10 @@ def tiny_data(tmp_path):
             "task.model_image_size=[64, 64]")
 
 
+@pytest.mark.parametrize("scene", ["single", "multi"])
 def test_make_data_train_eval_predict_on_a_tiny_split(qvl_run_stage, qvl_run_dir, qvl_quick_run, tiny_data,
-                                                      tmp_path):
+                                                      tmp_path, scene):
+    tiny_data = (*tiny_data, f"task.synthetic.scene={scene}")
     root = qvl_run_stage("grasp", "make-data", *tiny_data)
     assert sorted(p.name for p in (root / "data_split").iterdir()) == ["test_0.txt", "training_0.txt",
                                                                         "validation_0.txt"]
@@ -37,6 +39,8 @@ def test_make_data_train_eval_predict_on_a_tiny_split(qvl_run_stage, qvl_run_dir
     assert (out / "comparison.png").stat().st_size > 5000 and (out / "examples.png").stat().st_size > 5000
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert all(r["valid"] and len(r["answers"]) == 1 and len(r["corners"]) == 4 for r in rows)
+    # a multi-object scene's prompt names its target; a single object needs no name
+    assert all(r.get("instruction", "").startswith("Grasp the ") == (scene == "multi") for r in rows)
 
     folder = tmp_path / "photos"
     folder.mkdir()
