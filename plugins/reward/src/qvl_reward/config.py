@@ -21,8 +21,13 @@ def _optional_positive(instance: Any, attribute: attrs.Attribute, value: int | N
 class SyntheticConfig:
     """The embedded default data set (``qvl run reward make-data``)."""
 
-    train_episodes: int = attrs.field(default=24, validator=positive)
-    val_episodes: int = attrs.field(default=8, validator=positive)
+    # 192, not 24: the tiny model memorises 24 episodes (train accuracy 0.99, val 0.62 at 2,000
+    # steps) and generalises with more of them at the same steps and step cost (96: 0.67, 192: 0.78
+    # val accuracy; README "Accuracy on the synthetic data"). Writing them takes 6 s, decoding them
+    # into the prepared-frame cache once about 70 s (256 MB)
+    train_episodes: int = attrs.field(default=192, validator=positive)
+    # 384 held-out frames; 8 episodes were a noisy measure (the frames of one episode are alike)
+    val_episodes: int = attrs.field(default=16, validator=positive)
     frames: int = attrs.field(default=24, validator=positive)
     width: int = attrs.field(default=96, validator=positive)
     height: int = attrs.field(default=64, validator=positive)

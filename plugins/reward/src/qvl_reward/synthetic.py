@@ -28,8 +28,8 @@ TASKS = (
 
 @attrs.frozen
 class EpisodeSpec:
-    train_episodes: int = 24
-    val_episodes: int = 8
+    train_episodes: int = 192  # as qvl_reward.config.SyntheticConfig
+    val_episodes: int = 16
     frames: int = 24
     fps: int = 10
     width: int = 96
@@ -37,7 +37,7 @@ class EpisodeSpec:
     seed: int = 0
 
     def key(self) -> str:
-        return (f"lerobot-reward-synthetic-v2-{self.train_episodes}-{self.val_episodes}-{self.frames}"
+        return (f"lerobot-reward-synthetic-v3-{self.train_episodes}-{self.val_episodes}-{self.frames}"
                 f"-{self.width}x{self.height}-s{self.seed}")
 
 
@@ -103,13 +103,32 @@ def render_episode(rng: Any, spec: EpisodeSpec) -> Recording:
     return Recording(task=task, frames=frames, columns={"reward_bins": bins})
 
 
-def write_synthetic(root: Path, spec: EpisodeSpec, *, progress: bool = True) -> Path:
+def render_episodes(spec: EpisodeSpec, *, progress: bool = False) -> list[Recording]:
+    """The train episodes, then the val episodes, each split from its own random stream.
+
+    The val episodes do not depend on ``train_episodes`` (v2 drew them after the train episodes from
+    one stream, so another train size held out other episodes): runs with more or fewer training
+    episodes are measured on the same held-out episodes. The train stream is v2's, so the first
+    ``train_episodes`` episodes are v2's train episodes.
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(spec.seed)
+    streams = [(np.random.default_rng(spec.seed), spec.train_episodes),
+               (np.random.default_rng([spec.seed, 1]), spec.val_episodes)]
+    bar = tqdm(total=spec.train_episodes + spec.val_episodes, desc="reward make-data", unit="episode",
+               disable=not progress, dynamic_ncols=True)
+    recordings = []
+    for rng, count in streams:
+        for _ in range(count):
+            recordings.append(render_episode(rng, spec))
+            bar.update()
+    bar.close()
+    return recordings
+
+
+def write_synthetic(root: Path, spec: EpisodeSpec, *, progress: bool = True) -> Path:
+    recordings = render_episodes(spec, progress=progress)
     total = spec.train_episodes + spec.val_episodes
-    recordings = [render_episode(rng, spec) for _ in tqdm(range(total), desc="reward make-data", unit="episode",
-                                                        disable=not progress, dynamic_ncols=True)]
     splits = {"train": f"0:{spec.train_episodes}", "val": f"{spec.train_episodes}:{total}"}
     return write_dataset(root, recordings, spec.fps, version="v3.0", splits=splits, episodes_per_file=16)
