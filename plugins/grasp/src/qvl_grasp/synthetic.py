@@ -2,11 +2,12 @@
 
 Two kinds of scene, ``task.synthetic.scene``:
 
-* ``multi`` (the default): 2 to 5 objects (``objects``) on a textured table (wood grain or tiles),
-  apart from each other, each with a soft shadow. Each has a colour of :data:`PALETTE` and a shape of
-  :mod:`qvl_grasp.shapes`, among them mugs, pans, T- and L-shapes, which are grasped at a part (a
-  handle, a stem, an arm) and not across their principal axis. No two objects of a scene share both
-  colour and shape, so "the red mug" names one. One object, drawn at random, is the scene's target.
+* ``multi`` (``SceneSpec``'s default; the task's is ``single``, which the tiny model learns): 2 to
+  5 objects (``objects``) on a textured table (wood grain or tiles), apart from each other, each
+  with a soft shadow. Each has a colour of :data:`PALETTE` and a shape of :mod:`qvl_grasp.shapes`,
+  among them mugs, pans, T- and L-shapes, which are grasped at a part (a handle, a stem, an arm)
+  and not across their principal axis. No two objects of a scene share both colour and shape, so
+  "the red mug" names one. One object, drawn at random, is the scene's target.
 * ``single``: one bar, ellipse or capsule near the middle of the view (``position_jitter``), grasped
   across its long axis at five places, the central one first. Its files are those of earlier
   versions, byte for byte, in the same cache folder.
