@@ -70,6 +70,28 @@ def test_a_sample_is_the_target_its_rectangles_and_an_instruction_naming_it(mult
         assert (sample["mask"] == (sample["labels"] == record.target)).all()  # the baselines' oracle mask
 
 
+def test_a_predict_input_of_a_scene_gets_its_target_and_other_images_the_configured_one(multi, tmp_path):
+    from qvl_grasp.data import image_inputs
+    from qvl_grasp.readers import with_ground_truth
+
+    root, _ = multi
+    records = read_split("ocid", root, "val", SPLITS).records
+    rgb = records[0].image_path.parent
+    samples = with_ground_truth(image_inputs(rgb), rgb, target="blue bar")
+    by_id = {r.image_path.name: r for r in records}
+    assert len(samples) == len(records)
+    for sample in samples:
+        record = by_id[sample["id"]]
+        assert sample["instruction"] == record.instruction  # the file's target, not the setting
+        assert sample["grasps"] == list(record.target_grasps) and len(sample["grasps"]) < len(record.grasps)
+    photo = tmp_path / "desk.png"
+    Image.new("RGB", (64, 48)).save(photo)
+    (plain,) = with_ground_truth(image_inputs(photo), photo, target="blue bar")
+    assert plain["instruction"] == "Grasp the blue bar." and plain["grasps"] is None
+    (untold,) = with_ground_truth(image_inputs(photo), photo)
+    assert "instruction" not in untold
+
+
 def test_part_objects_are_not_grasped_across_their_principal_axis():
     """On mugs, pans, T- and L-shapes the mask baselines miss; on bars, ellipses and capsules they hit.
     (Measured on these 30 scenes: 0.00 on parts and 1.00 on the others, for both.)"""

@@ -48,6 +48,22 @@ def test_an_image_too_small_for_the_legend_gets_the_rectangles_only():
     assert colour_count(small, (0, 0, 0)) == 0 and colour_count(small, TRUTH_COLORS[0]) > 0
 
 
+def test_an_instruction_is_written_on_a_dark_band_at_the_top(tmp_path):
+    config = SimpleNamespace(predict=SimpleNamespace(save_vis=True), task=SimpleNamespace(ensemble=SimpleNamespace(
+        predict=1)))
+    dataset = [{"id": "scene.png", "image": Image.new("RGB", (640, 480), BACKGROUND), "grasps": None,
+                "instruction": "Grasp the red mug."}]
+    predictions = [{"id": "scene.png", "instruction": "Grasp the red mug.", "grasp": attrs.asdict(PREDICTION),
+                    "corners": PREDICTION.corners(), "valid": True}]
+    write_grasps(config, predictions, dataset, tmp_path)
+    drawn = np.asarray(Image.open(tmp_path / "vis" / "scene.png").convert("RGB"))
+    band = drawn[:12]
+    assert (band == 0).all(axis=-1).mean() > 0.5  # mostly dark
+    assert (band.min(axis=-1) > 200).any()  # white letters on it
+    assert (drawn[60:70] == BACKGROUND).all()  # the band stops under the text
+    assert colour_count(draw_on_image(Image.new("RGB", (640, 480), BACKGROUND), None), (0, 0, 0)) == 0
+
+
 def test_the_baselines_note_names_the_data_format_and_its_missing_mask_files(tmp_path):
     samples = [{"id": "seq/a.png", "mask_path": tmp_path / "a.png"}, {"id": "seq/b.png", "mask_path": None}]
     assert baselines_skipped_reason("ocid", samples) == (

@@ -75,4 +75,7 @@ class GraspConfig:
     max_new_tokens: int = attrs.field(default=32, validator=positive)
     system_prompt: str = "You are a robot grasp planner."
     instruction: str = "Give the grasp rectangle as five integers: cx cy theta w h."
+    # predict --input: the object to grasp ("red mug" -> "Grasp the red mug.") in images whose data
+    # names none (an OCID-layout image's objects/ file names its own target)
+    predict_target: str = ""
     eval_pictures: int = attrs.field(default=8, validator=non_negative)

@@ -44,10 +44,12 @@ def draw_legend(draw: Any, image_size: tuple[int, int], entries: Sequence[tuple[
     return True
 
 
-def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] = ()) -> Any:
+def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] = (),
+                  caption: str | None = None) -> Any:
     """The prediction (red opening, yellow jaws) over the ground truth (green, blue), with a legend
-    when there is ground truth to tell apart."""
-    from PIL import ImageDraw
+    when there is ground truth to tell apart, and ``caption`` (the instruction, ``"Grasp the red
+    mug."``) on a dark band at the top."""
+    from PIL import ImageDraw, ImageFont
 
     canvas = image.convert("RGB").copy()
     draw = ImageDraw.Draw(canvas)
@@ -61,6 +63,11 @@ def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] 
     if truths:
         draw_legend(draw, canvas.size, [("prediction", PREDICTION_COLORS[0]),
                                         (f"ground truth ({len(truths)})", TRUTH_COLORS[0])])
+    if caption:
+        font = ImageFont.load_default(size=max(10, round(canvas.size[1] / 30)))
+        band = draw.textbbox((0, 0), caption, font=font)[3] + 8
+        draw.rectangle([0, 0, canvas.size[0], band], fill=(0, 0, 0))
+        draw.text((6, 4), caption, fill=(255, 255, 255), font=font)
     return canvas
 
 

@@ -50,7 +50,8 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
     if split == "predict":
         if config.predict.input:
-            return with_ground_truth(image_inputs(Path(config.predict.input)), Path(config.predict.input))
+            return with_ground_truth(image_inputs(Path(config.predict.input)), Path(config.predict.input),
+                                     target=config.task.predict_target)
         split = config.predict.split
     root = data_root(config, create=True)
     dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train",

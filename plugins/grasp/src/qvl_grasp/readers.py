@@ -170,26 +170,33 @@ def read_ocid(root: Path, split_file: str) -> list[GraspRecord]:
         seq, name = parts
         where = f"{split_path}, line {number}"
         image = _require_file(root / seq / RGB_DIR / name, "image", where)
-        annotation = _require_file(root / seq / ANNOTATION_DIR / (Path(name).stem + ".txt"), "annotation", where)
-        mask = root / seq / MASK_DIR / name
-        mask_path = mask if mask.is_file() else None
-        grasps = tuple(read_corner_file(annotation))
-        # each rectangle belongs to the object under its centre, so an instruction can name it
-        tied = objects_under(grasps, load_labels(mask_path)) if mask_path is not None else ()
-        names: dict[int, str] = {}
-        target = None
-        sidecar = root / seq / OBJECTS_DIR / (Path(name).stem + ".json")
-        if sidecar.is_file():
-            if mask_path is None:
-                raise GraspDataError(f"{sidecar}: names objects by their label in the labelled mask, but "
-                                     f"{mask} does not exist")
-            names, target = read_object_file(sidecar)
-            if target is not None and target not in tied:
-                raise GraspDataError(f"{annotation}: no rectangle's centre lies on the target object (label "
-                                     f"{target} in {mask}, named in {sidecar}); expected at least one")
-        records.append(GraspRecord(id=f"{seq}/{name}", image_path=image, grasps=grasps, mask_path=mask_path,
-                                   grasp_objects=tied, object_names=tuple(sorted(names.items())), target=target))
+        records.append(ocid_record(image, f"{seq}/{name}", where))
     return records
+
+
+def ocid_record(image: Path, record_id: str, where: str) -> GraspRecord:
+    """One image of an OCID-Grasp sequence (``<seq>/rgb/<name>``): its rectangles, and its labelled
+    mask and objects/ file when they exist. ``where`` names what listed the image, for errors."""
+    seq_dir, name = image.parent.parent, image.name
+    annotation = _require_file(seq_dir / ANNOTATION_DIR / (image.stem + ".txt"), "annotation", where)
+    mask = seq_dir / MASK_DIR / name
+    mask_path = mask if mask.is_file() else None
+    grasps = tuple(read_corner_file(annotation))
+    # each rectangle belongs to the object under its centre, so an instruction can name it
+    tied = objects_under(grasps, load_labels(mask_path)) if mask_path is not None else ()
+    names: dict[int, str] = {}
+    target = None
+    sidecar = seq_dir / OBJECTS_DIR / (image.stem + ".json")
+    if sidecar.is_file():
+        if mask_path is None:
+            raise GraspDataError(f"{sidecar}: names objects by their label in the labelled mask, but "
+                                 f"{mask} does not exist")
+        names, target = read_object_file(sidecar)
+        if target is not None and target not in tied:
+            raise GraspDataError(f"{annotation}: no rectangle's centre lies on the target object (label "
+                                 f"{target} in {mask}, named in {sidecar}); expected at least one")
+    return GraspRecord(id=record_id, image_path=image, grasps=grasps, mask_path=mask_path, grasp_objects=tied,
+                       object_names=tuple(sorted(names.items())), target=target)
 
 
 OBJECT_FILE_LAYOUT = '{"objects": {"<label>": {"colour": "red", "shape": "mug"}, ...}, "target": <label>}'
@@ -411,7 +418,8 @@ def annotation_beside(image_path: Path) -> list[Grasp] | None:
     """The ground truth of an image file laid out as in a known data set, or None when it has none.
 
     Cornell ``pcdXXXXr.png`` -> ``pcdXXXXcpos.txt``; Jacquard ``<prefix>_RGB.png`` ->
-    ``<prefix>_grasps.txt``; OCID-Grasp ``<seq>/rgb/<image>`` -> ``<seq>/Annotations/<stem>.txt``.
+    ``<prefix>_grasps.txt``; OCID-Grasp ``<seq>/rgb/<image>`` -> ``<seq>/Annotations/<stem>.txt``
+    (the named target's rectangles only, when an objects/ file names one).
     """
     name = image_path.name
     if name.startswith("pcd") and name.endswith("r.png"):
@@ -420,24 +428,43 @@ def annotation_beside(image_path: Path) -> list[Grasp] | None:
     if name.endswith("_RGB.png"):
         annotation = image_path.with_name(name.removesuffix("_RGB.png") + "_grasps.txt")
         return read_jacquard_file(annotation) if annotation.is_file() else None
-    if image_path.parent.name == RGB_DIR:
-        annotation = image_path.parent.parent / ANNOTATION_DIR / (image_path.stem + ".txt")
-        return read_corner_file(annotation) if annotation.is_file() else None
-    return None
+    record = _ocid_record_beside(image_path)
+    return list(record.target_grasps) if record is not None else None
 
 
-def with_ground_truth(samples: list[dict[str, Any]], input_path: Path) -> list[dict[str, Any]]:
-    """Predict inputs (``id`` = file name) with ``grasps`` read from any annotation beside their file."""
-    annotated = 0
+def _ocid_record_beside(image_path: Path) -> GraspRecord | None:
+    if image_path.parent.name != RGB_DIR:
+        return None
+    if not (image_path.parent.parent / ANNOTATION_DIR / (image_path.stem + ".txt")).is_file():
+        return None
+    return ocid_record(image_path, image_path.name, f"predict input {image_path}")
+
+
+def with_ground_truth(samples: list[dict[str, Any]], input_path: Path, target: str = "") -> list[dict[str, Any]]:
+    """Predict inputs (``id`` = file name) with ``grasps`` read from any annotation beside their file,
+    and each one's instruction: the target its objects/ file names, else ``target`` (``"red mug"``)."""
+    from qvl_grasp.prompting import object_instruction
+
+    annotated = named = 0
     for sample in samples:
         file = input_path if input_path.is_file() else input_path / sample["id"]
-        truths = annotation_beside(file)
+        record = _ocid_record_beside(file)
+        truths = list(record.target_grasps) if record is not None else annotation_beside(file)
         if truths:
             sample["grasps"] = truths
             annotated += 1
+        if record is not None and record.instruction:
+            sample["instruction"] = record.instruction
+            named += 1
+        elif target:
+            sample["instruction"] = object_instruction(target)
     if annotated:
         print(f"qvl-grasp: ground-truth rectangles found beside {annotated} of {len(samples)} input images; "
               "--save-vis draws them with the prediction", file=sys.stderr)
+    if named:
+        print(f"qvl-grasp: {named} of {len(samples)} input images name their target object in an objects/ file"
+              + (f"; the others get task.predict_target = {target!r}" if target and named < len(samples) else ""),
+              file=sys.stderr)
     return samples
 
 

@@ -83,8 +83,8 @@ def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out
     (out_dir / "comparison.md").write_text(table)
     comparison_chart(rows, out_dir / "comparison.png")
     shown = samples[: config.task.eval_pictures]
-    contact_sheet([draw_on_image(s["image"], predicted_grasp(p), s["grasps"]) for s, p in zip(shown, predictions)],
-                  out_dir / "examples.png")
+    contact_sheet([draw_on_image(s["image"], predicted_grasp(p), s["grasps"], caption=s.get("instruction"))
+                   for s, p in zip(shown, predictions)], out_dir / "examples.png")
     print("\n" + table, file=sys.stderr)
     return {"model": model, "baselines": baselines,
             "ensemble": config.task.ensemble.eval, "constrained": config.task.constrained}
@@ -144,7 +144,8 @@ def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Pa
         vis.mkdir(exist_ok=True)
         for sample, prediction in zip(dataset, predictions):
             name = Path(str(sample["id"]).replace("/", "__")).stem + ".png"
-            draw_on_image(sample["image"], predicted_grasp(prediction), sample.get("grasps") or ()).save(vis / name)
+            draw_on_image(sample["image"], predicted_grasp(prediction), sample.get("grasps") or (),
+                          caption=sample.get("instruction")).save(vis / name)
             pictures += 1
     return {"images": len(rows), "valid": sum(r["valid"] for r in rows), "ensemble": config.task.ensemble.predict,
             "grasps": str(out_dir / "grasps.json"), "pictures": pictures}
