@@ -64,6 +64,21 @@ def test_train_builds_its_data_then_eval_and_predict_score_every_question(qvl_ru
     assert (evaluated.out_dir / "progress_curves.png").stat().st_size > 5000
     assert (evaluated.out_dir / "confusion.png").stat().st_size > 5000
 
+    # progress from the model's distribution: every answer valid, the greedy ones kept and equal to
+    # what generation wrote above (on the first questions: each batch re-runs the prompt 9 times)
+    median = qvl_run_stage("vqa", "eval", *tiny, "eval.batch_size=8", "eval.max_samples=16",
+                           "task.progress_answer='median'")
+    answered = [json.loads(line) for line in (median.out_dir / "predictions.jsonl").read_text().splitlines()]
+    generated = {(p["sample_index"], p["swapped"]): p for p in predictions}
+    assert median.metrics["invalid_answers"] == 0 and any(p["sample_type"] == "progress" for p in answered)
+    assert all(p["greedy_value"] == generated[(p["sample_index"], p["swapped"])]["value"] for p in answered)
+    assert all(p["value"] == p["median_value"] and 0 <= p["mean_value"] <= 100
+               for p in answered if p["sample_type"] == "progress")
+    assert median.metrics["progress_answer"] == "median" and "model, greedy answers" in median.metrics["report"]
+    asked = [generated[(p["sample_index"], p["swapped"])] for p in answered if p["sample_type"] == "progress"]
+    assert median.metrics["greedy_answers"]["progress"]["mae"] == pytest.approx(
+        sum(abs(p["value"] - int(p["truth"])) for p in asked) / len(asked), abs=1e-3)
+
     predicted = qvl_run_stage("vqa", "predict", *tiny, "predict.max_samples=6")
     lines = (predicted.out_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all(json.loads(line)["valid"] for line in lines)

@@ -120,6 +120,10 @@ class VqaConfig:
     # "answer": cross-entropy over the tokens answers are made of (digits, <|im_end|>), what the
     # constrained decoder chooses among; "full": over the whole vocabulary
     loss_vocabulary: Literal["answer", "full"] = "answer"
+    # evaluation: how a progress question is answered. "greedy": constrained generation, the seed's
+    # way (the likeliest digit at each step: a mode); "median" / "mean": from the model's whole
+    # distribution over 0-100, the answer of least expected absolute / squared error
+    progress_answer: Literal["greedy", "median", "mean"] = "greedy"
     # evaluation: ask each preference pair in both orders (position-debiased accuracy)
     both_orders: bool = True
     bootstrap: int = attrs.field(default=1000, validator=non_negative)  # resamples for the 95 % intervals

@@ -85,7 +85,7 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[st
         return None
     from qvl_vqa.answers import decode_batch
 
-    return decode_batch(backbone, batch)
+    return decode_batch(backbone, batch, config.task.progress_answer)
 
 
 @qvl.hookimpl

@@ -213,6 +213,10 @@ def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], d
     baselines = {name: scores(predictions, values, config)
                  for name, values in baseline_answers(predictions, train_mean, config.seed).items()}
     model = scores(predictions, model_values, config)
+    # answered from the distribution (task.progress_answer): the greedy answers, for comparison
+    greedy = None
+    if any("greedy_value" in p for p in predictions):
+        greedy = scores(predictions, [p.get("greedy_value", p["value"]) for p in predictions], config)
     kinds: dict[str, int] = defaultdict(int)
     for p in predictions:
         if not p["swapped"]:
@@ -227,6 +231,8 @@ def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], d
         **model,
         "by_task": breakdown(predictions, "task"),
         "by_strategy": breakdown(predictions, "strategy"),
+        "progress_answer": config.task.progress_answer,
+        **({"greedy_answers": greedy} if greedy is not None else {}),
         "baselines": baselines,
         "train_mean_progress": None if train_mean is None else round(train_mean, 3),
         "comparison": comparison(model, baselines),
@@ -247,7 +253,7 @@ def report_text(result: dict[str, Any]) -> str:
     lines = [f"{result['total_samples']} samples of split {result['split']} ({result['sample_types']}), "
              f"{result['asked']} questions asked, {result['invalid_answers']} invalid answers",
              "", table({k: result[k] for k in ("preference", "similarity", "progress") if k in result},
-                       result["baselines"]), ""]
+                       result["baselines"], result.get("greedy_answers")), ""]
     for metric, verdict in result["comparison"].items():
         beaten = [name for name, ok in verdict["beats"].items() if ok]
         lines.append(f"{metric}: the model's 95 % interval clears {len(beaten)} of {len(verdict['beats'])} "
@@ -255,8 +261,9 @@ def report_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one line per system, each metric with its 95 % interval."""
+def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]], greedy: dict[str, Any] | None = None) -> str:
+    """A plain-text table: one line per system, each metric with its 95 % interval (``greedy``: the
+    model's greedy answers, when it answered progress from its distribution)."""
     columns = [("preference", "accuracy"), ("preference", "debiased_accuracy"), ("similarity", "debiased_accuracy"),
                ("progress", "mae"), ("progress", "rmse"), ("progress", "spearman_per_trajectory")]
     present = [(k, m) for k, m in columns if k in model or any(k in b for b in baselines.values())]
@@ -273,6 +280,7 @@ def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
 
     header = ["system", *(f"{k} {m}" for k, m in present)]
     rows = [header] + [[name, *(cell(s, k, m) for k, m in present)]
-                       for name, s in [("model", model), *baselines.items()]]
+                       for name, s in [("model", model), *([("model, greedy answers", greedy)] if greedy else []),
+                                       *baselines.items()]]
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows)

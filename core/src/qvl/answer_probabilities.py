@@ -1,0 +1,164 @@
+"""The probability of every answer of a finite set, as constrained decoding sees it.
+
+Greedy constrained decoding (:func:`qvl.decoding.generate_constrained`) follows the most likely
+allowed token at each step, so on an answer like a progress value 0-100 it returns a mode: a
+model torn between "0" and "100" answers one of them, the worst guess under an absolute or
+squared error. Knowing the whole distribution lets a task answer what its metric rewards: the
+median minimises the expected absolute error, the mean the expected squared error (minimum Bayes
+risk decoding; for numbers from language models see Lukasik et al., 2024, "Regression-aware
+inference with LLMs"). ``generate`` cannot give it: its scores cover the path it took only.
+
+The answers' token sequences form a trie. At each node the model's next-token logits are
+renormalised over the node's children, exactly the masking of a grammar whose language is the
+answer set, so ``P(answer)`` is the product of those choices and the greedy answer is the path of
+the largest ones. A node with one child costs nothing; the others need the logits after the prompt
+and the node's tokens. One teacher-forced forward of the prompt plus a deepest branching node's
+tokens gives the logits of every node on its path, so a progress answer set ("0".."100": branching
+at the root, "1".."9" and "10") takes 9 such paths, run as one forward of 9 copies of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qvl.chat import _language_model_parts
+from qvl.errors import UserError
+
+
+def answer_token_ids(tokenizer: Any, answers: Sequence[str]) -> list[tuple[int, ...]]:
+    """Each answer's tokens as the model writes them: its text, then ``<|im_end|>``."""
+    from qvl.decoding import end_of_turn_id
+
+    end = end_of_turn_id(tokenizer)
+    sequences = [tuple(tokenizer.encode(answer, add_special_tokens=False)) + (end,) for answer in answers]
+    if len(set(sequences)) != len(sequences):
+        raise UserError("answers must be distinct; two of them tokenize to the same sequence")
+    return sequences
+
+
+def _children(sequences: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:
+    """Each prefix of the sequences -> the distinct tokens that follow it, in first-seen order."""
+    children: dict[tuple[int, ...], list[int]] = {}
+    for sequence in sequences:
+        for depth, token in enumerate(sequence):
+            following = children.setdefault(sequence[:depth], [])
+            if token not in following:
+                following.append(token)
+    return children
+
+
+def _paths_to_run(branching: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The branching nodes that are no other branching node's prefix: running each of them gives
+    the logits of every branching node on its way."""
+    return sorted(node for node in branching
+                  if not any(len(other) > len(node) and other[: len(node)] == node for other in branching))
+
+
+def _stacked(batch: dict[str, Any], paths: Sequence[tuple[int, ...]]) -> dict[str, Any]:
+    """The batch once per path, path ``k``'s rows ``k * rows ... (k + 1) * rows - 1``, each row with
+    the path appended (prompts are left-padded: they all end at the last column) and right-padded
+    to the longest path. Per-token inputs (``attention_mask``, ``mm_token_type_ids``) are extended;
+    the rest (pixel values, grids) repeated whole, so row ``k * rows + r`` shows row ``r``'s images."""
+    import torch
+
+    ids = batch["input_ids"]
+    rows, width = ids.shape
+    longest = max(len(path) for path in paths)
+    appended = torch.zeros(len(paths), longest, dtype=ids.dtype, device=ids.device)
+    real = torch.zeros(len(paths), longest, dtype=torch.bool, device=ids.device)
+    for k, path in enumerate(paths):
+        appended[k, : len(path)] = torch.tensor(path, dtype=ids.dtype)
+        real[k, : len(path)] = True
+    stacked: dict[str, Any] = {}
+    for key, value in batch.items():
+        if not torch.is_tensor(value):
+            stacked[key] = value
+        elif key == "input_ids" or tuple(value.shape) == (rows, width):
+            tail = (appended if key == "input_ids" else real if key == "attention_mask"
+                    else torch.zeros(len(paths), longest, dtype=torch.long, device=ids.device))
+            tail = tail.to(value.dtype).repeat_interleave(rows, dim=0)
+            stacked[key] = torch.cat([value.repeat(len(paths), 1), tail], dim=1)
+        else:
+            stacked[key] = torch.cat([value] * len(paths), dim=0)
+    return stacked
+
+
+def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
+                         answers: Sequence[Sequence[str]]) -> list[dict[str, float]]:
+    """``P(answer | prompt)`` of each row's answers, each decoding step renormalised over the
+    tokens that continue one of the row's answers (what a grammar allowing exactly those answers
+    does).
+
+    :param batch: a :func:`qvl.chat.prompt_batch` (left-padded prompts ending with the assistant
+        header), without keys the model does not take.
+    :param answers: one answer set per row (rows may differ: "1"/"2" for one, "0".."100" for
+        another).
+    :returns: per row, ``{answer: probability}``; the probabilities of a row sum to 1.
+    """
+    import torch
+
+    rows = int(batch["input_ids"].shape[0])
+    if len(answers) != rows:
+        raise UserError(f"{len(answers)} answer sets for a batch of {rows} rows: give one per row")
+    if "attention_mask" in batch and not bool(batch["attention_mask"][:, -1].all()):
+        raise UserError("answer_probabilities needs left-padded prompts (qvl.chat.prompt_batch's default): "
+                        "every row must end at the last column")
+    row_sequences = [answer_token_ids(tokenizer, row) for row in answers]
+    row_children = [_children(sequences) for sequences in row_sequences]
+    branching = {node for children in row_children for node, following in children.items() if len(following) > 1}
+    # only the LM head's rows of tokens some answer can take: the full 151,936-row head would be
+    # most of the cost (as in qvl.chat.answer_vocabulary_loss)
+    tokens = sorted({token for children in row_children for following in children.values() for token in following})
+    column = {token: k for k, token in enumerate(tokens)}
+    trunk, head = _language_model_parts(model)
+    weight = head.weight[torch.tensor(tokens, device=head.weight.device)]
+    bias = head.bias[tokens] if getattr(head, "bias", None) is not None else None
+    # the logits of ``tokens`` after each branching node, for every row: [rows, len(tokens)]
+    logits_at: dict[tuple[int, ...], Any] = {}
+    paths = _paths_to_run(branching)
+    width = int(batch["input_ids"].shape[1])
+    with torch.no_grad():
+        # all paths in one forward: a CPU runs one batch of rows x paths far faster than paths batches
+        hidden = trunk(**_stacked(batch, paths)).last_hidden_state
+        for k, path in enumerate(paths):
+            # the prompt's last position and each of the path's tokens
+            at = hidden[k * rows: (k + 1) * rows, width - 1: width + len(path)]
+            logits = (at.to(weight.dtype) @ weight.T + (0 if bias is None else bias)).float()
+            for depth in range(len(path) + 1):
+                logits_at.setdefault(path[:depth], logits[:, depth])
+    results = []
+    for row, (sequences, children, texts) in enumerate(zip(row_sequences, row_children, answers)):
+        # log P(next token | node) over the node's children, for the row's branching nodes
+        choice: dict[tuple[int, ...], dict[int, float]] = {}
+        for node, following in children.items():
+            if len(following) > 1:
+                log_probs = torch.log_softmax(logits_at[node][row, [column[t] for t in following]], dim=0).tolist()
+                choice[node] = dict(zip(following, log_probs))
+        log_p = torch.tensor([sum(choice[s[:d]][s[d]] for d in range(len(s)) if s[:d] in choice)
+                              for s in sequences], dtype=torch.float64)
+        results.append(dict(zip(texts, torch.exp(log_p).tolist())))
+    return results
+
+
+def greedy_answer(probabilities: dict[str, float], tokenizer: Any) -> str:
+    """The answer greedy constrained decoding writes: the most likely token at every step.
+
+    Not the most likely answer: "100" can lose to "0" on its first digit and still be likelier
+    than "0" whole. Ties go to the answer listed first."""
+    texts = list(probabilities)
+    sequences = answer_token_ids(tokenizer, texts)
+    # P(next token | node) is the children's summed answer mass, renormalised
+    node: tuple[int, ...] = ()
+    live = list(range(len(texts)))
+    while True:
+        finished = [i for i in live if len(sequences[i]) == len(node)]
+        if finished:
+            return texts[finished[0]]
+        mass: dict[int, float] = {}
+        for i in live:
+            token = sequences[i][len(node)]
+            mass[token] = mass.get(token, 0.0) + probabilities[texts[i]]
+        best = max(mass, key=lambda token: (mass[token], -min(i for i in live if sequences[i][len(node)] == token)))
+        node = node + (best,)
+        live = [i for i in live if sequences[i][: len(node)] == node]
