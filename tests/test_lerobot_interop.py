@@ -44,7 +44,16 @@ pytestmark = [
 def _python312() -> str | None:
     candidates = [os.environ.get("QVL_PYTHON312"), shutil.which("python3.12"),
                   *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
+    # a pyenv shim exists whether or not its version is active: keep the first that runs
+    return next((c for c in candidates if c and Path(c).is_file() and _runs(c)), None)
+
+
+def _runs(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 12)"],
+                              capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @pytest.fixture(scope="session")

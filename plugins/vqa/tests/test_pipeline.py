@@ -31,7 +31,8 @@ def test_train_builds_its_data_then_eval_and_predict_score_every_question(qvl_ru
     (generated,) = datasets.glob("vqa-160-*/generation_config.json")
     assert json.loads(generated.read_text())["num_samples"] == 160
 
-    evaluated = qvl_run_stage("vqa", "eval", *tiny, "eval.batch_size=8", "eval.max_samples=1000", save_vis=True)
+    evaluated = qvl_run_stage("vqa", "eval", *tiny, "eval.batch_size=8", "eval.max_samples=1000",
+                              "task.progress_answer='greedy'", save_vis=True)
     metrics = evaluated.metrics
     predictions = [json.loads(line) for line in (evaluated.out_dir / "predictions.jsonl").read_text().splitlines()]
     kinds = metrics["sample_types"]
