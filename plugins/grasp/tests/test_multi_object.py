@@ -71,8 +71,7 @@ def test_a_sample_is_the_target_its_rectangles_and_an_instruction_naming_it(mult
 
 
 def test_a_predict_input_of_a_scene_gets_its_target_and_other_images_the_configured_one(multi, tmp_path):
-    from qvl_grasp.data import image_inputs
-    from qvl_grasp.readers import with_ground_truth
+    from qvl_grasp.predict_inputs import image_inputs, with_ground_truth
 
     root, _ = multi
     records = read_split("ocid", root, "val", SPLITS).records

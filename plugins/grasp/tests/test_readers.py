@@ -220,7 +220,7 @@ def test_split_ratios_are_validated_and_reach_the_reader(tmp_path, qvl_host):
 
 
 def test_ground_truth_beside_a_predict_input_is_found_in_each_known_layout(tmp_path, ocid, capsys):
-    from qvl_grasp.readers import annotation_beside, with_ground_truth
+    from qvl_grasp.predict_inputs import annotation_beside, with_ground_truth
 
     cornell = cornell_set(tmp_path / "cornell", [100], RECT + NAN_RECT)
     assert [g.w for g in annotation_beside(cornell / "01" / "pcd0100r.png")] == pytest.approx([40])

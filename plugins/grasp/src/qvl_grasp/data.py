@@ -1,4 +1,5 @@
-"""Where the grasp task's images come from: a data set folder, the synthetic one, or predict inputs."""
+"""Where the grasp task's data set lives: a folder the user names, or the synthetic one (predict's
+inputs: ``predict_inputs``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def synthetic_spec(config: RunConfig) -> Any:
@@ -49,15 +48,3 @@ def make_data(config: RunConfig) -> Path:
     if config.task.data_dir:
         print(f"  train on it with: --set task.data_dir={str(root)!r}")
     return root
-
-
-def image_inputs(path: Path) -> list[dict[str, Any]]:
-    """Samples for ``predict.input``: one image, or every image of a folder."""
-    from qvl_grasp.readers import GraspDataError, load_image
-
-    if not path.exists():
-        raise GraspDataError(f"predict.input = {str(path)!r}: no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    if not files:
-        raise GraspDataError(f"predict.input = {str(path)!r}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [{"id": file.name, "image": load_image(file), "grasps": None, "mask": None} for file in files]

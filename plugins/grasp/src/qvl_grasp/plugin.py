@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import qvl
 from qvl_grasp.config import GraspConfig
-from qvl_grasp.data import data_root, image_inputs, make_data
+from qvl_grasp.data import data_root, make_data
 
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
@@ -46,12 +46,13 @@ def register_tasks(register: Any) -> None:
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
     if task.name != TASK_NAME:
         return None
-    from qvl_grasp.readers import read_split, with_ground_truth
+    from qvl_grasp.readers import read_split
 
     if split == "predict":
         if config.predict.input:
-            return with_ground_truth(image_inputs(Path(config.predict.input)), Path(config.predict.input),
-                                     target=config.task.predict_target)
+            from qvl_grasp.predict_inputs import predict_samples
+
+            return predict_samples(Path(config.predict.input), config.task.predict_target)
         split = config.predict.split
     root = data_root(config, create=True)
     dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train",
