@@ -114,3 +114,24 @@ def test_right_padded_prompts_and_wrong_row_counts_are_refused(qvl_tiny_backbone
     left = chat.prompt_batch(backbone.processor, conversations(2))
     with pytest.raises(UserError, match="3 answer sets for a batch of 2 rows"):
         answer_probabilities(backbone.model, tokenizer, left, [["1", "2"]] * 3)
+
+
+def test_qwen25_video_prompts_give_the_generated_answer():
+    from qvl.backbone.loading import load
+    from qvl.config import BackboneConfig
+
+    backbone = load(BackboneConfig(name="embedded:qwen2.5-vl-tiny", finetune="frozen"))
+    convs = []
+    for row in range(3):
+        frames = [Image.new("RGB", (56, 56), (60 * row, 40 + 30 * k, 90)) for k in range(4)]
+        convs.append([{"role": "user", "content": [
+            *({"type": "video", "video": frames, "resized_width": 56, "resized_height": 56, "fps": 10.0}
+              for _ in range(2)),
+            {"type": "text", "text": "How much progress?" + " Answer." * row}]}])
+    batch = chat.prompt_batch(backbone.processor, convs)
+    assert "second_per_grid_ts" in batch  # Qwen2.5-VL's per-video input is repeated with the paths
+    got = answer_probabilities(backbone.model, backbone.processor.tokenizer, batch, [PROGRESS] * 3)
+    generated = decoding.generate_constrained(backbone.model, backbone.processor, batch,
+                                              Constraint.regex(PROGRESS_REGEX), 4)
+    assert [greedy_answer(p, backbone.processor.tokenizer) for p in got] == generated
+    assert all(sum(p.values()) == pytest.approx(1.0, abs=1e-6) for p in got)

@@ -81,6 +81,9 @@ def _stacked(batch: dict[str, Any], paths: Sequence[tuple[int, ...]]) -> dict[st
             stacked[key] = torch.cat([value.repeat(len(paths), 1), tail], dim=1)
         else:
             stacked[key] = torch.cat([value] * len(paths), dim=0)
+    for key, value in batch.items():
+        if isinstance(value, list):  # per-image or per-video values a processor left as a list
+            stacked[key] = value * len(paths)
     return stacked
 
 
@@ -95,6 +98,9 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
     :param answers: one answer set per row (rows may differ: "1"/"2" for one, "0".."100" for
         another).
     :returns: per row, ``{answer: probability}``; the probabilities of a row sum to 1.
+
+    The batch runs once per branching path in a single forward (rows x paths sequences), so its
+    activations take that many times a prompt forward's memory: on large images, smaller batches.
     """
     import torch
 
