@@ -19,6 +19,7 @@ at the root, "1".."9" and "10") takes 9 such paths, run as one forward of 9 copi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,10 +29,17 @@ from qvl.errors import UserError
 
 def answer_token_ids(tokenizer: Any, answers: Sequence[str]) -> list[tuple[int, ...]]:
     """Each answer's tokens as the model writes them: its text, then ``<|im_end|>``."""
+    return list(_token_sequences(tokenizer, tuple(answers)))
+
+
+# every row of a batch usually has one of a few answer sets ("1"/"2", "0".."100"): tokenized once
+# per set, not once per row and call
+@functools.lru_cache(maxsize=64)
+def _token_sequences(tokenizer: Any, answers: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     from qvl.decoding import end_of_turn_id
 
     end = end_of_turn_id(tokenizer)
-    sequences = [tuple(tokenizer.encode(answer, add_special_tokens=False)) + (end,) for answer in answers]
+    sequences = tuple(tuple(tokenizer.encode(answer, add_special_tokens=False)) + (end,) for answer in answers)
     if len(set(sequences)) != len(sequences):
         raise UserError("answers must be distinct; two of them tokenize to the same sequence")
     return sequences
@@ -111,7 +119,11 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
         raise UserError("answer_probabilities needs left-padded prompts (qvl.chat.prompt_batch's default): "
                         "every row must end at the last column")
     row_sequences = [answer_token_ids(tokenizer, row) for row in answers]
-    row_children = [_children(sequences) for sequences in row_sequences]
+    tries: dict[tuple[str, ...], dict[tuple[int, ...], list[int]]] = {}  # one trie per distinct answer set
+    for row, sequences in zip(answers, row_sequences):
+        if tuple(row) not in tries:
+            tries[tuple(row)] = _children(sequences)
+    row_children = [tries[tuple(row)] for row in answers]
     branching = {node for children in row_children for node, following in children.items() if len(following) > 1}
     # only the LM head's rows of tokens some answer can take: the full 151,936-row head would be
     # most of the cost (as in qvl.chat.answer_vocabulary_loss)

@@ -172,7 +172,8 @@ def breakdown(predictions: Sequence[dict[str, Any]], key: str) -> dict[str, dict
 # (sample type, metric, better) compared between the model and each baseline
 COMPARED = [("preference", "accuracy", "higher"), ("preference", "debiased_accuracy", "higher"),
             ("similarity", "accuracy", "higher"), ("similarity", "debiased_accuracy", "higher"),
-            ("progress", "mae", "lower"), ("progress", "rmse", "lower"), ("progress", "spearman_per_trajectory", "higher")]
+            ("progress", "mae", "lower"), ("progress", "rmse", "lower"),
+            ("progress", "spearman_per_trajectory", "higher")]
 
 
 # baselines that get a metric right by construction: within one trajectory, target progress grows
@@ -204,14 +205,50 @@ def comparison(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> d
     return result
 
 
+PROGRESS_ERRORS: dict[str, Callable[[np.ndarray], float]] = {
+    "mae": lambda error: float(np.abs(error).mean()),
+    "rmse": lambda error: float(np.sqrt((error ** 2).mean())),
+}
+
+
+def paired_differences(predictions: Sequence[dict[str, Any]], values: Values,
+                       baseline_values: dict[str, Values], config: RunConfig) -> dict[str, Any]:
+    """Progress MAE and RMSE, the model's minus each baseline's, with a 95 % interval from the same
+    resampled trajectories for both (a paired bootstrap: both answered the same questions, so the
+    interval of the difference is narrower than the two intervals side by side). ``better``: the
+    whole interval is below 0."""
+    rows = [k for k, p in enumerate(predictions) if p["sample_type"] == "progress"]
+    if not rows:
+        return {}
+    truth = np.array([_truth(predictions[k]) for k in rows], dtype=np.float64)
+    groups = [predictions[k]["cluster"] for k in rows]
+
+    def errors(answers: Values) -> np.ndarray:
+        return np.array([INVALID_PROGRESS if answers[k] is None else answers[k] for k in rows],
+                        dtype=np.float64) - truth
+
+    ours = errors(values)
+    result: dict[str, Any] = {}
+    for name, answers in baseline_values.items():
+        if all(answers[k] is None for k in rows):
+            continue
+        theirs = errors(answers)
+        for metric, error_of in PROGRESS_ERRORS.items():
+            interval = _interval(lambda idx: error_of(ours[idx]) - error_of(theirs[idx]), len(rows), config, groups)
+            result.setdefault(f"progress/{metric}", {})[name] = {
+                "difference": round(error_of(ours) - error_of(theirs), 3), "difference_ci95": interval,
+                "better": interval is not None and interval[1] < 0}
+    return result
+
+
 def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], dataset: Any,
                          out_dir: Path) -> dict[str, Any]:
     """The evaluation's metrics (with a readable ``report`` that ``qvl run vqa eval`` prints), and with
     ``eval.save_vis`` the progress curves and confusion matrices as PNGs."""
     model_values: Values = [p["value"] for p in predictions]
     train_mean = getattr(dataset, "train_progress_mean", lambda: None)()
-    baselines = {name: scores(predictions, values, config)
-                 for name, values in baseline_answers(predictions, train_mean, config.seed).items()}
+    baseline_values = baseline_answers(predictions, train_mean, config.seed)
+    baselines = {name: scores(predictions, values, config) for name, values in baseline_values.items()}
     model = scores(predictions, model_values, config)
     # answered from the distribution (task.progress_answer): the greedy answers, for comparison
     greedy = None
@@ -236,6 +273,7 @@ def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], d
         "baselines": baselines,
         "train_mean_progress": None if train_mean is None else round(train_mean, 3),
         "comparison": comparison(model, baselines),
+        "paired_differences": paired_differences(predictions, model_values, baseline_values, config),
     }
     result["report"] = report_text(result)
     out_dir = Path(out_dir)
@@ -258,6 +296,10 @@ def report_text(result: dict[str, Any]) -> str:
         beaten = [name for name, ok in verdict["beats"].items() if ok]
         lines.append(f"{metric}: the model's 95 % interval clears {len(beaten)} of {len(verdict['beats'])} "
                      f"baselines ({', '.join(beaten) or 'none'})")
+    for metric, against in result.get("paired_differences", {}).items():
+        lines.append(f"{metric}, model minus baseline on the same resampled trajectories: " + ", ".join(
+            f"{name} {d['difference']:+.1f} [{d['difference_ci95'][0]:+.1f}, {d['difference_ci95'][1]:+.1f}]"
+            if d["difference_ci95"] else f"{name} {d['difference']:+.1f}" for name, d in against.items()))
     return "\n".join(lines)
 
 
