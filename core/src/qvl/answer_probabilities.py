@@ -19,7 +19,7 @@ at the root, "1".."9" and "10") takes 9 such paths, run as one forward of 9 copi
 
 from __future__ import annotations
 
-import functools
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,22 +27,24 @@ from qvl.chat import _language_model_parts
 from qvl.errors import UserError
 
 
+# every row of a batch usually has one of a few answer sets ("1"/"2", "0".."100"): tokenized once
+# per tokenizer and set, not once per row and call; weak keys, so a dropped tokenizer is not kept
+_TOKENIZED: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], list[tuple[int, ...]]]] = weakref.WeakKeyDictionary()
+
+
 def answer_token_ids(tokenizer: Any, answers: Sequence[str]) -> list[tuple[int, ...]]:
     """Each answer's tokens as the model writes them: its text, then ``<|im_end|>``."""
-    return list(_token_sequences(tokenizer, tuple(answers)))
+    known = _TOKENIZED.setdefault(tokenizer, {})
+    key = tuple(answers)
+    if key not in known:
+        from qvl.decoding import end_of_turn_id
 
-
-# every row of a batch usually has one of a few answer sets ("1"/"2", "0".."100"): tokenized once
-# per set, not once per row and call
-@functools.lru_cache(maxsize=64)
-def _token_sequences(tokenizer: Any, answers: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
-    from qvl.decoding import end_of_turn_id
-
-    end = end_of_turn_id(tokenizer)
-    sequences = tuple(tuple(tokenizer.encode(answer, add_special_tokens=False)) + (end,) for answer in answers)
-    if len(set(sequences)) != len(sequences):
-        raise UserError("answers must be distinct; two of them tokenize to the same sequence")
-    return sequences
+        end = end_of_turn_id(tokenizer)
+        sequences = [tuple(tokenizer.encode(answer, add_special_tokens=False)) + (end,) for answer in answers]
+        if len(set(sequences)) != len(sequences):
+            raise UserError("answers must be distinct; two of them tokenize to the same sequence")
+        known[key] = sequences
+    return list(known[key])
 
 
 def _children(sequences: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], list[int]]:

@@ -102,14 +102,27 @@ def paired_scores(predictions: Sequence[dict[str, Any]], values: Values, config:
     return result
 
 
+# the progress errors scored, each from the answers' errors in points
+PROGRESS_ERRORS: dict[str, Callable[[np.ndarray], float]] = {
+    "mae": lambda error: float(np.abs(error).mean()),
+    "rmse": lambda error: float(np.sqrt((error ** 2).mean())),
+}
+
+
+def _progress_answers(predictions: Sequence[dict[str, Any]], values: Values) -> tuple[np.ndarray, np.ndarray]:
+    """The true and the answered progress, an invalid answer counted as ``INVALID_PROGRESS``."""
+    truth = np.array([_truth(p) for p in predictions], dtype=np.float64)
+    guess = np.array([INVALID_PROGRESS if v is None else v for v in values], dtype=np.float64)
+    return truth, guess
+
+
 def progress_scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any] | None:
     """MAE and RMSE in progress points (0-100), and the mean per-trajectory Spearman correlation of
     predicted against true progress (value-order correlation; over the clips of the trajectory's
     own task: a ``different_task`` clip's truth is 0 whatever its frames)."""
     if all(v is None for v in values):
         return None
-    truth = np.array([_truth(p) for p in predictions], dtype=np.float64)
-    guess = np.array([INVALID_PROGRESS if v is None else v for v in values], dtype=np.float64)
+    truth, guess = _progress_answers(predictions, values)
     error = guess - truth
     groups = [p["cluster"] for p in predictions]
     by_trajectory: dict[str, list[int]] = defaultdict(list)
@@ -122,17 +135,17 @@ def progress_scores(predictions: Sequence[dict[str, Any]], values: Values, confi
             value = spearman(truth[rows], guess[rows])
             correlations.append(0.0 if value is None else value)  # a constant guess orders nothing
     rho = np.array(correlations)
-    return {
-        "count": len(predictions),
-        "mae": round(float(np.abs(error).mean()), 3),
-        "mae_ci95": _interval(lambda idx: np.abs(error[idx]).mean(), len(error), config, groups),
-        "rmse": round(float(np.sqrt((error ** 2).mean())), 3),
-        "rmse_ci95": _interval(lambda idx: np.sqrt((error[idx] ** 2).mean()), len(error), config, groups),
+    result: dict[str, Any] = {"count": len(predictions)}
+    for metric, error_of in PROGRESS_ERRORS.items():
+        result[metric] = round(error_of(error), 3)
+        result[f"{metric}_ci95"] = _interval(lambda idx: error_of(error[idx]), len(error), config, groups)
+    result.update({
         "spearman_per_trajectory": round(float(rho.mean()), 4) if len(rho) else None,
         "spearman_ci95": _interval(lambda idx: rho[idx].mean(), len(rho), config) if len(rho) else None,
         "trajectories_with_spearman": len(rho),
         "invalid": sum(v is None for v in values),
-    }
+    })
+    return result
 
 
 def scores(predictions: Sequence[dict[str, Any]], values: Values, config: RunConfig) -> dict[str, Any]:
@@ -205,12 +218,6 @@ def comparison(model: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> d
     return result
 
 
-PROGRESS_ERRORS: dict[str, Callable[[np.ndarray], float]] = {
-    "mae": lambda error: float(np.abs(error).mean()),
-    "rmse": lambda error: float(np.sqrt((error ** 2).mean())),
-}
-
-
 def paired_differences(predictions: Sequence[dict[str, Any]], values: Values,
                        baseline_values: dict[str, Values], config: RunConfig) -> dict[str, Any]:
     """Progress MAE and RMSE, the model's minus each baseline's, with a 95 % interval from the same
@@ -220,12 +227,12 @@ def paired_differences(predictions: Sequence[dict[str, Any]], values: Values,
     rows = [k for k, p in enumerate(predictions) if p["sample_type"] == "progress"]
     if not rows:
         return {}
-    truth = np.array([_truth(predictions[k]) for k in rows], dtype=np.float64)
-    groups = [predictions[k]["cluster"] for k in rows]
+    part = [predictions[k] for k in rows]
+    groups = [p["cluster"] for p in part]
 
     def errors(answers: Values) -> np.ndarray:
-        return np.array([INVALID_PROGRESS if answers[k] is None else answers[k] for k in rows],
-                        dtype=np.float64) - truth
+        truth, guess = _progress_answers(part, [answers[k] for k in rows])
+        return guess - truth
 
     ours = errors(values)
     result: dict[str, Any] = {}
