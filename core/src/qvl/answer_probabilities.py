@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from qvl.chat import _language_model_parts
+from qvl.chat import language_model_parts
 from qvl.errors import UserError
 
 
@@ -131,7 +131,7 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
     # most of the cost (as in qvl.chat.answer_vocabulary_loss)
     tokens = sorted({token for children in row_children for following in children.values() for token in following})
     column = {token: k for k, token in enumerate(tokens)}
-    trunk, head = _language_model_parts(model)
+    trunk, head = language_model_parts(model)
     weight = head.weight[torch.tensor(tokens, device=head.weight.device)]
     bias = head.bias[tokens] if getattr(head, "bias", None) is not None else None
     # the logits of ``tokens`` after each branching node, for every row: [rows, len(tokens)]

@@ -194,10 +194,13 @@ def single_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     return ids
 
 
-def _language_model_parts(model: Any) -> tuple[Any, Any]:
+def language_model_parts(model: Any) -> tuple[Any, Any]:
     """The multimodal trunk (ending in the final norm) and the LM head, through a peft wrapper."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.model, base.get_output_embeddings()
+
+
+_language_model_parts = language_model_parts  # the name plugins imported before it was public
 
 
 def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequence[int]) -> dict[str, Any]:
@@ -211,7 +214,7 @@ def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequenc
     ``token_ids`` (a label outside them is left out of the loss).
     """
     inputs = {key: value for key, value in batch.items() if key != "labels"}
-    trunk, _ = _language_model_parts(model)
+    trunk, _ = language_model_parts(model)
     hidden = trunk(**inputs).last_hidden_state
     return {"loss": vocabulary_cross_entropy(model, hidden, batch["labels"], token_ids)}
 
@@ -222,7 +225,7 @@ def vocabulary_cross_entropy(model: Any, hidden: Any, labels: Any, token_ids: Se
     import torch
     import torch.nn.functional as F
 
-    _, head = _language_model_parts(model)
+    _, head = language_model_parts(model)
     targets = labels[:, 1:]
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
     hidden = hidden[:, positions]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from qvl.data.digest import digest
 from qvl.errors import UserError
 from qvl.shards import ShardStore, ShardWriter
 
@@ -299,7 +300,7 @@ def fingerprint(backbone: Backbone, spec: FeatureSpec) -> dict[str, Any]:
     """
     import torch
 
-    digest = hashlib.sha256()
+    weights = hashlib.sha256()
     with torch.no_grad():
         for name, parameter in backbone.model.named_parameters():
             values = parameter.detach()
@@ -307,7 +308,7 @@ def fingerprint(backbone: Backbone, spec: FeatureSpec) -> dict[str, Any]:
             norm = torch.linalg.vector_norm(values.to(torch.float64) if not values.is_floating_point() else values,
                                             dtype=torch.float64).item()
             # 9 significant digits: the same weights give the same text on CPU and GPU
-            digest.update(f"{name}:{tuple(values.shape)}:{values.dtype}:{total:.9e}:{norm:.9e};".encode())
+            weights.update(f"{name}:{tuple(values.shape)}:{values.dtype}:{total:.9e}:{norm:.9e};".encode())
     model_config = backbone.base_model.config.to_dict()
     processor = backbone.processor
     processing = {
@@ -321,9 +322,9 @@ def fingerprint(backbone: Backbone, spec: FeatureSpec) -> dict[str, Any]:
         "source": backbone.source,
         "revision": getattr(backbone.base_model.config, "_commit_hash", None),
         "quantized": backbone.quantized,
-        "config": _digest(_public(model_config)),
-        "processor": _digest(processing),
-        "weights": digest.hexdigest()[:32],
+        "config": digest(_public(model_config), 32),
+        "processor": digest(processing, 32),
+        "weights": weights.hexdigest()[:32],
         "spec": attrs.asdict(spec, value_serializer=lambda _, __, v: list(v) if isinstance(v, tuple) else v),
     }
 
@@ -332,10 +333,6 @@ def _public(config: Mapping[str, Any]) -> dict[str, Any]:
     # private keys (_name_or_path, _commit_hash) and the writer's version say nothing about the content
     skip = ("transformers_version", "processor_class", "video_processor_type", "image_processor_type")
     return {k: v for k, v in config.items() if not k.startswith("_") and k not in skip}
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 class FeatureStore(ShardStore):
@@ -364,10 +361,10 @@ class FeatureCache:
 
     def folder_for(self, ids: Sequence[str], data: Any = None) -> Path:
         """Where ``build(ids, ..., data=data)`` keeps its features."""
-        return self.root / _digest(self._full_fingerprint(ids, data))[:16]
+        return self.root / digest(self._full_fingerprint(ids, data))
 
     def _full_fingerprint(self, ids: Sequence[str], data: Any) -> dict[str, Any]:
-        return {**self.fingerprint, "ids": _digest(sorted(ids)), "count": len(ids), "data": data}
+        return {**self.fingerprint, "ids": digest(sorted(ids), 32), "count": len(ids), "data": data}
 
     def build(self, ids: Sequence[str], make_inputs: Callable[[list[str]], Sequence[Any] | Mapping[str, Any]], *,
               batch_size: int = 8, data: Any = None, folder: str | Path | None = None,

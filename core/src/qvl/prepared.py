@@ -10,34 +10,16 @@ gives a new folder, never a stale one. Random augmentation stays per step, on th
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from qvl.data.digest import digest, files_fingerprint  # files_fingerprint: importable from here as before
 from qvl.shards import ShardStore, ShardWriter
 
 FORMAT_VERSION = 1
 Prepare = Callable[[int], tuple[Mapping[str, Any], Mapping[str, Any]]]
-
-
-def files_fingerprint(paths: Iterable[str | Path]) -> str:
-    """A digest of files' paths, sizes and modification times: changes when any file does.
-
-    Reading every byte would cost as much as the preparation it saves; size and mtime are what
-    ``make`` and rsync trust.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(str(p) for p in paths):
-        try:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except FileNotFoundError:
-            digest.update(f"{path}\0missing\n".encode())
-    return digest.hexdigest()
 
 
 class PreparedSamples(ShardStore):
@@ -75,7 +57,7 @@ def prepare_samples(
     from qvl.cache import cache_dir
 
     wanted = {"format": FORMAT_VERSION, "count": count, **dict(fingerprint)}
-    key = hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = digest(wanted)
     target = Path(root) if root is not None else cache_dir() / "prepared"
     target = target / f"{name}-{key}"
 

@@ -8,12 +8,14 @@ Plugins that train on robot trajectories (reward, vqa) share this one reader and
   LeRobot's ``tasks.parquet`` layout), and :func:`append_episodes` adds episodes to a data set qvl
   wrote, atomically;
 * every bad input raises :class:`LeRobotFormatError` (a :class:`qvl.errors.UserError`) naming the
-  file and what was expected.
+  file and what was expected; :func:`read_json`, :func:`read_jsonl` and :func:`read_parquet` read
+  one file of a data set that way, and :func:`parse_range` reads a split's ``"start:end"``.
 
 pyarrow and PyAV are imported only when a file is read or written, so importing this package is cheap.
 """
 
-from qvl.lerobot.layout import LeRobotFormatError, write_tasks_parquet
+from qvl.lerobot.layout import (LeRobotFormatError, parse_range, read_json, read_jsonl, read_parquet,
+                                write_tasks_parquet)
 from qvl.lerobot.reader import Episode, LeRobotDataset, VideoSegment
 from qvl.lerobot.stats import feature_stats, merge_stats
 from qvl.lerobot.video import VideoReader, encode_video
@@ -30,6 +32,10 @@ __all__ = [
     "encode_video",
     "feature_stats",
     "merge_stats",
+    "parse_range",
+    "read_json",
+    "read_jsonl",
+    "read_parquet",
     "write_dataset",
     "write_tasks_parquet",
 ]

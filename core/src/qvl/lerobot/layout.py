@@ -34,6 +34,7 @@ class LeRobotFormatError(UserError, ValueError):
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file of a data set; missing or malformed is a :class:`LeRobotFormatError` naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -43,7 +44,8 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    from qvl.jsonl import read_objects
+    """The objects of a JSON Lines file; a bad line is a :class:`LeRobotFormatError` naming file and line."""
+    from qvl.data.jsonl import read_objects
 
     return [row for _, row in read_objects(path, LeRobotFormatError)]
 

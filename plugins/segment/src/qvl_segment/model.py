@@ -67,7 +67,7 @@ def training_loss(config: Any, backbone: Any, heads: Any, batch: dict[str, Any],
     else:
         # the trunk alone: the LM head runs on the answer vocabulary's rows only (the full head over
         # a 150-token JSON answer is most of a small model's step), or not at all
-        trunk, _ = chat._language_model_parts(backbone.model)
+        trunk, _ = chat.language_model_parts(backbone.model)
         output = trunk(**inputs, output_hidden_states=True, use_cache=False)
         states = output.hidden_states
         lm = chat.vocabulary_cross_entropy(backbone.model, output.last_hidden_state, labels, vocabulary) \
