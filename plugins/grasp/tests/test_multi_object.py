@@ -12,15 +12,16 @@ from qvl_grasp.baselines import baseline_grasp, largest_object_grasp, min_area_r
 from qvl_grasp.readers import GraspDataError, read_split
 from qvl_grasp.scoring import match, summarize
 from qvl_grasp.shapes import PART_SHAPES, PRINCIPAL_SHAPES, SHAPES
-from qvl_grasp.synthetic import PALETTE, SceneSpec, render_multi_scene, write_dataset
+from qvl_grasp.config import SyntheticConfig
+from qvl_grasp.synthetic import PALETTE, dataset_key, fingerprint, render_multi_scene, write_dataset
 
 SPLITS = {"train": "training_0.txt", "val": "validation_0.txt", "test": "test_0.txt"}
 
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
-    spec = SceneSpec(width=320, height=240, train=12, val=10, test=2, seed=3)
-    return write_dataset(tmp_path_factory.mktemp("multi"), spec, progress=False), spec
+    spec = SyntheticConfig(width=320, height=240, train=12, val=10, test=2, scene="multi")
+    return write_dataset(tmp_path_factory.mktemp("multi"), spec, 3, progress=False), spec
 
 
 def test_the_generator_writes_the_ocid_layout_with_an_object_file_per_image(multi):
@@ -50,7 +51,7 @@ def test_each_rectangle_is_tied_to_the_object_under_its_centre(multi):
     records = read_split("ocid", root, "val", SPLITS).records
     for index, record in enumerate(records):
         # the same scene again, from its own random stream: the file's rectangles are its objects' in order
-        scene = render_multi_scene(np.random.default_rng([spec.seed, 1, index]), spec.width, spec.height)
+        scene = render_multi_scene(np.random.default_rng([3, 1, index]), spec.width, spec.height)
         assert record.grasp_objects == tuple(o.label for o in scene.objects for _ in o.grasps)
         assert dict(record.object_names) == {o.label: o.name for o in scene.objects}
         assert record.target == scene.target
@@ -204,11 +205,11 @@ def test_a_bad_object_file_is_one_error_naming_it(tmp_path, text, expected):
 
 
 def test_single_object_scenes_are_the_files_of_earlier_versions(tmp_path):
-    spec = SceneSpec(train=6, val=5, test=3, orientations=4, position_jitter=0.06, scene="single")
-    assert spec.key() == "ocid-synthetic-v5-640x480-6-5-3-j0.06-o4-s0"
-    assert spec.fingerprint() == {"format": "ocid-synthetic", "width": 640, "height": 480, "train": 6, "val": 5,
+    spec = SyntheticConfig(train=6, val=5, test=3, orientations=4, position_jitter=0.06)  # scene "single": the default
+    assert dataset_key(spec, 0) == "ocid-synthetic-v5-640x480-6-5-3-j0.06-o4-s0"
+    assert fingerprint(spec, 0) == {"format": "ocid-synthetic", "width": 640, "height": 480, "train": 6, "val": 5,
                                   "test": 3, "seed": 0, "position_jitter": 0.06, "orientations": 4}
-    root = write_dataset(tmp_path, spec, progress=False)
+    root = write_dataset(tmp_path, spec, 0, progress=False)
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(root)).encode())
@@ -217,4 +218,4 @@ def test_single_object_scenes_are_the_files_of_earlier_versions(tmp_path):
     # computed with the generator before multi-object scenes were added (every file's bytes matched too)
     assert digest.hexdigest() == "7e875983b30c50f1010876ef393a41e8a339ca0d26a589326ad3b29b82d4738b"
     assert not (root / "synthetic" / "table" / "top" / "train_seq00" / "objects").exists()
-    assert SceneSpec().key().startswith("ocid-synthetic-multi-v1-640x480-800-100-100-n2-5-")
+    assert dataset_key(SyntheticConfig(scene="multi"), 0).startswith("ocid-synthetic-multi-v1-640x480-800-100-100-n2-5-")

@@ -237,3 +237,23 @@ def test_ground_truth_beside_a_predict_input_is_found_in_each_known_layout(tmp_p
     with_ground_truth(samples, seq / "rgb")
     assert len(samples[0]["grasps"]) == 2 and samples[1]["grasps"] is None
     assert "ground-truth rectangles found beside 1 of 2 input images" in capsys.readouterr().err
+
+
+def test_hash_split_is_unchanged_by_qvl_data():
+    """Cornell- and Jacquard-style ids split as by grasp's own crc32 code before it moved to
+    qvl.data.assign_split (the digests were computed with that code, at commit a2fa36d)."""
+    import hashlib
+    import json
+    import random
+
+    from qvl_grasp.readers import hash_split
+
+    ids = [f"{f:02d}/pcd{n:04d}" for f in range(1, 11) for n in range(100 * f, 100 * f + 100)]
+    rng = random.Random(0)
+    objects = ["".join(rng.choice("0123456789abcdef") for _ in range(32)) for _ in range(300)]
+    ids += [f"Jacquard_Dataset_{i % 12}/{o}/{k}_{o}" for i, o in enumerate(objects) for k in range(5)]
+    expected = {(0.8, 0.1, 0.1): "29e3c8919f1fb518", (0.7, 0.2, 0.1): "108405913efab30e",
+                (0.1, 0.2, 0.7): "42a221803652ccf6"}
+    for ratios, digest in expected.items():
+        chosen = [hash_split(i, list(ratios)) for i in ids]
+        assert hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16] == digest, ratios

@@ -10,22 +10,14 @@ if TYPE_CHECKING:
     from qvl.config import RunConfig
 
 
-def synthetic_spec(config: RunConfig) -> Any:
-    from qvl_grasp.synthetic import SceneSpec
-
-    s = config.task.synthetic
-    return SceneSpec(width=s.width, height=s.height, train=s.train, val=s.val, test=s.test, seed=config.seed,
-                     position_jitter=s.position_jitter, orientations=s.orientations, scene=s.scene,
-                     objects=tuple(s.objects))
-
-
 def synthetic_data(config: RunConfig) -> Any:
+    """``task.synthetic`` with the run's seed, written once into qvl's cache."""
     from qvl.build import SyntheticData
-    from qvl_grasp.synthetic import write_dataset
+    from qvl_grasp.synthetic import dataset_key, fingerprint, write_dataset
 
-    spec = synthetic_spec(config)
-    return SyntheticData(key=spec.key(), fingerprint=spec.fingerprint(),
-                         write=lambda out: write_dataset(out, spec), plugin="qvl-grasp",
+    settings, seed = config.task.synthetic, config.seed
+    return SyntheticData(key=dataset_key(settings, seed), fingerprint=fingerprint(settings, seed),
+                         write=lambda out: write_dataset(out, settings, seed), plugin="qvl-grasp",
                          description="the synthetic OCID-Grasp data set")
 
 
@@ -40,10 +32,10 @@ def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: render the synthetic data set (into ``task.data_dir`` when set)."""
     from qvl.build import write_synthetic
 
-    spec = synthetic_spec(config)
+    s = config.task.synthetic
     root = write_synthetic(data_root(config, create=False), synthetic_data(config))
-    scenes = "one object each" if spec.scene == "single" else f"{spec.objects[0]}-{spec.objects[1]} objects each"
-    print(f"qvl-grasp: {spec.train} train, {spec.val} val, {spec.test} test images ({scenes}) in OCID-Grasp "
+    scenes = "one object each" if s.scene == "single" else f"{s.objects[0]}-{s.objects[1]} objects each"
+    print(f"qvl-grasp: {s.train} train, {s.val} val, {s.test} test images ({scenes}) in OCID-Grasp "
           f"layout: {root}")
     if config.task.data_dir:
         print(f"  train on it with: --set task.data_dir={str(root)!r}")

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qvl.data import image_files
+
 from qvl_grasp.geometry import Grasp
 from qvl_grasp.readers import (ANNOTATION_DIR, RGB_DIR, GraspDataError, GraspRecord, load_image, ocid_record,
                                read_corner_file, read_jacquard_file)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
 
 def predict_samples(path: Path, target: str = "") -> list[dict[str, Any]]:
     """``predict.input``'s images as samples, with any ground truth and instruction found beside them."""
@@ -26,11 +25,7 @@ def predict_samples(path: Path, target: str = "") -> list[dict[str, Any]]:
 
 def image_inputs(path: Path) -> list[dict[str, Any]]:
     """Samples for ``predict.input``: one image, or every image of a folder."""
-    if not path.exists():
-        raise GraspDataError(f"predict.input = {str(path)!r}: no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    if not files:
-        raise GraspDataError(f"predict.input = {str(path)!r}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    files = image_files(path, what=f"predict.input = {str(path)!r}", error=GraspDataError)
     return [{"id": file.name, "image": load_image(file), "grasps": None, "mask": None} for file in files]
 
 

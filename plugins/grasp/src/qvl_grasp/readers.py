@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import sys
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import attrs
 
 from qvl import UserError
+from qvl.data import assign_split, load_rgb
 
 from qvl_grasp.geometry import Grasp
 
@@ -247,13 +247,10 @@ DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
 def hash_split(record_id: str, ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS) -> str:
     """``train``, ``val`` or ``test`` by a hash of the id, in the shares ``ratios``.
 
-    The hash picks one of 100 buckets (so shares resolve to whole percents), as it always has: the
-    default 80/10/10 puts every image where earlier versions did.
+    :func:`qvl.data.assign_split`'s 100 buckets (shares resolve to whole percents) from train
+    upwards, as grasp always split: the default 80/10/10 puts every image where earlier versions did.
     """
-    bucket = zlib.crc32(record_id.encode()) % 100
-    # rounded so that 0.7 + 0.2 = 0.8999999999999999 still ends at bucket 90
-    train_end, val_end = round(100 * ratios[0], 6), round(100 * (ratios[0] + ratios[1]), 6)
-    return "train" if bucket < train_end else "val" if bucket < val_end else "test"
+    return assign_split(record_id, dict(zip(HASH_SPLITS, ratios)), order=HASH_SPLITS, method="crc32-percent")
 
 
 def _annotations_of_split(root: Path, pattern: str, record_id: Callable[[Path], str], data_format: str,
@@ -334,13 +331,7 @@ def read_jacquard(root: Path, split: str, ratios: Sequence[float] = DEFAULT_SPLI
 
 
 def load_image(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise GraspDataError(f"{path}: not a readable image ({exc})") from None
+    return load_rgb(path, GraspDataError)
 
 
 def load_labels(path: Path) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from qvl.data import digest, files_fingerprint, write_json
 
 from qvl_grasp.baselines import BASELINE_TITLES, BASELINES, baseline_grasp
 from qvl_grasp.geometry import Grasp
@@ -105,14 +106,13 @@ def baseline_scores(config: Any, samples: list[Any], truths: list[list[Grasp]]) 
 
     import qvl
     from qvl.build import build_directory
-    from qvl.prepared import files_fingerprint
 
     opening, jaw, source = typical_sizes(config, truths)
     fingerprint = {"version": BASELINE_VERSION, "baselines": list(BASELINES), "seed": config.seed,
                    "sizes": [opening, jaw], "masks": files_fingerprint(s["mask_path"] for s in samples),
                    "labels": [[s["id"], s.get("target"), [attrs.astuple(g) for g in t]]
                               for s, t in zip(samples, truths)]}
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = digest(fingerprint)
 
     def compute(out: Path) -> None:
         rng = np.random.default_rng(config.seed)
@@ -135,9 +135,7 @@ def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Pa
     """``grasps.json`` (pixels and degrees, with corners) and, with ``--save-vis``, one PNG per image."""
     rows = [{"image": p["id"], **({"instruction": p["instruction"]} if p.get("instruction") else {}),
              "grasp": p["grasp"], "corners": p["corners"], "valid": p["valid"]} for p in predictions]
-    tmp = out_dir / "grasps.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    tmp.replace(out_dir / "grasps.json")
+    write_json(out_dir / "grasps.json", rows, indent=2)
     pictures = 0
     if config.predict.save_vis:
         vis = out_dir / "vis"

@@ -2,7 +2,7 @@
 
 Two kinds of scene, ``task.synthetic.scene``:
 
-* ``multi`` (``SceneSpec``'s default; the task's is ``single``, which the tiny model learns): 2 to
+* ``multi`` (not the default: ``single`` is, which the tiny model learns): 2 to
   5 objects (``objects``) on a textured table (wood grain or tiles), apart from each other, each
   with a soft shadow. Each has a colour of :data:`PALETTE` and a shape of :mod:`qvl_grasp.shapes`,
   among them mugs, pans, T- and L-shapes, which are grasped at a part (a handle, a stem, an arm)
@@ -40,13 +40,15 @@ from typing import Any
 
 import attrs
 
+from qvl.data import settings_fingerprint
+
+from qvl_grasp.config import SyntheticConfig
 from qvl_grasp.geometry import Grasp
 from qvl_grasp.readers import ANNOTATION_DIR, MASK_DIR, OBJECTS_DIR, RGB_DIR, GraspDataError
 from qvl_grasp.shapes import PRINCIPAL_SHAPES, SHAPES, ObjectModel, axis_grasps, build_object, outline, union_polygon
 
 SPLIT_FILES = {"train": "training_0.txt", "val": "validation_0.txt", "test": "test_0.txt"}
 IMAGES_PER_SEQUENCE = 50
-SCENES = ("multi", "single")
 # named colours, by hue: far enough apart to stay distinct after the colour jitter and at 96x64 pixels
 PALETTE = {"red": 0.0, "orange": 0.07, "yellow": 0.15, "green": 0.33, "blue": 0.61, "purple": 0.78}
 PLACEMENT_TRIES = 60  # per object; an object that finds no free spot is left out (the table is full)
@@ -54,41 +56,21 @@ LAYOUT_TRIES = 50  # per scene, to place at least the fewest objects
 MULTI_GENERATOR = "multi-v1"  # in the cache key and fingerprint: bump when multi-object scenes change
 
 
-def _object_range(value: Sequence[int]) -> tuple[int, int]:
-    low, high = (int(v) for v in value)
-    return low, high
+def dataset_key(settings: SyntheticConfig, seed: int) -> str:
+    """The cache folder's name; a single-object set keeps the name of earlier versions."""
+    size = f"{settings.width}x{settings.height}-{settings.train}-{settings.val}-{settings.test}"
+    if settings.scene == "single":
+        return f"ocid-synthetic-v5-{size}-j{settings.position_jitter:g}-o{settings.orientations}-s{seed}"
+    low, high = settings.objects
+    return f"ocid-synthetic-{MULTI_GENERATOR}-{size}-n{low}-{high}-o{settings.orientations}-s{seed}"
 
 
-@attrs.frozen
-class SceneSpec:
-    width: int = 640
-    height: int = 480
-    train: int = 800
-    val: int = 100
-    test: int = 100
-    seed: int = 0
-    position_jitter: float = 0.12  # single: object centre at image centre +- this fraction of the image size
-    orientations: int = 0  # object axes every 180/n degrees (+-2); 0: any angle
-    scene: str = attrs.field(default="multi", validator=attrs.validators.in_(SCENES))
-    objects: tuple[int, int] = attrs.field(default=(2, 5), converter=_object_range)  # multi: fewest, most
-
-    def key(self) -> str:
-        """The cache folder's name; a single-object set keeps the name of earlier versions."""
-        size = f"{self.width}x{self.height}-{self.train}-{self.val}-{self.test}"
-        if self.scene == "single":
-            return f"ocid-synthetic-v5-{size}-j{self.position_jitter:g}-o{self.orientations}-s{self.seed}"
-        low, high = self.objects
-        return f"ocid-synthetic-{MULTI_GENERATOR}-{size}-n{low}-{high}-o{self.orientations}-s{self.seed}"
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What the files depend on; a single-object set's is that of earlier versions, so it is not rewritten."""
-        values = attrs.asdict(self)
-        if self.scene == "single":
-            del values["scene"], values["objects"]
-        else:
-            del values["position_jitter"]
-            values["generator"] = MULTI_GENERATOR
-        return {"format": "ocid-synthetic", **values}
+def fingerprint(settings: SyntheticConfig, seed: int) -> dict[str, Any]:
+    """What the files depend on; a single-object set's is that of earlier versions, so it is not rewritten."""
+    if settings.scene == "single":
+        return settings_fingerprint(settings, format="ocid-synthetic", seed=seed, exclude=("scene", "objects"))
+    return settings_fingerprint(settings, format="ocid-synthetic", seed=seed, exclude=("position_jitter",),
+                                generator=MULTI_GENERATOR)
 
 
 def _table(rng: Any, width: int, height: int, noise: float = 4.0) -> Any:
@@ -288,20 +270,21 @@ def _write_files(folder: Path, name: str, image: Any, labels: Any, grasps: Seque
     (folder / ANNOTATION_DIR / (Path(name).stem + ".txt")).write_text(corners)
 
 
-def _write_multi(folder: Path, name: str, spec: SceneSpec, seed: Sequence[int]) -> None:
+def _write_multi(folder: Path, name: str, settings: SyntheticConfig, seed: Sequence[int]) -> None:
     """Render and write one multi-object scene; its own random stream lets scenes render in parallel."""
     import numpy as np
 
-    scene = render_multi_scene(np.random.default_rng(list(seed)), spec.width, spec.height, spec.objects,
-                               spec.orientations)
+    scene = render_multi_scene(np.random.default_rng(list(seed)), settings.width, settings.height,
+                               tuple(settings.objects), settings.orientations)
     _write_files(folder, name, scene.image, scene.labels, [g for o in scene.objects for g in o.grasps])
     sidecar = {"objects": {str(o.label): {"colour": o.colour, "shape": o.shape} for o in scene.objects},
                "target": scene.target}
     (folder / OBJECTS_DIR / (Path(name).stem + ".json")).write_text(json.dumps(sidecar) + "\n")
 
 
-def write_dataset(out: Path, spec: SceneSpec, *, progress: bool = True, workers: int | None = None) -> Path:
-    """Render ``spec`` into the empty folder ``out`` in the OCID-Grasp layout.
+def write_dataset(out: Path, settings: SyntheticConfig, seed: int, *, progress: bool = True,
+                  workers: int | None = None) -> Path:
+    """Render ``task.synthetic`` with the run's ``seed`` into the empty folder ``out`` in the OCID-Grasp layout.
 
     Callers go through :func:`qvl.build.build_directory`, which hands over a temporary folder and
     renames it into place, so a user's folder is never written over. PNG encoding and numpy release
@@ -312,27 +295,27 @@ def write_dataset(out: Path, spec: SceneSpec, *, progress: bool = True, workers:
 
     out = Path(out)
     workers = workers or min(8, os.cpu_count() or 1)
-    folders = (RGB_DIR, ANNOTATION_DIR, MASK_DIR) + ((OBJECTS_DIR,) if spec.scene == "multi" else ())
+    folders = (RGB_DIR, ANNOTATION_DIR, MASK_DIR) + ((OBJECTS_DIR,) if settings.scene == "multi" else ())
     (out / "data_split").mkdir(parents=True, exist_ok=True)
-    total = spec.train + spec.val + spec.test
+    total = settings.train + settings.val + settings.test
     with ThreadPoolExecutor(workers) as pool, \
             tqdm(total=total, desc="grasp make-data", unit="image", disable=not progress, dynamic_ncols=True) as bar:
         pending: deque[Future] = deque()
         for split_index, split in enumerate(("train", "val", "test")):
-            rng = np.random.default_rng([spec.seed, split_index])
+            rng = np.random.default_rng([seed, split_index])
             lines = []
-            for index in range(getattr(spec, split)):
+            for index in range(getattr(settings, split)):
                 seq = f"synthetic/table/top/{split}_seq{index // IMAGES_PER_SEQUENCE:02d}"
                 name = f"scene_{index:05d}.png"
                 if index % IMAGES_PER_SEQUENCE == 0:
                     for folder in folders:
                         (out / seq / folder).mkdir(parents=True, exist_ok=True)
-                if spec.scene == "single":  # one random stream per split, drawn in order: the files of earlier versions
-                    image, mask, grasps = render_scene(rng, spec.width, spec.height, spec.position_jitter,
-                                                       spec.orientations)
+                if settings.scene == "single":  # one random stream per split, drawn in order: the files of earlier versions
+                    image, mask, grasps = render_scene(rng, settings.width, settings.height,
+                                                       settings.position_jitter, settings.orientations)
                     pending.append(pool.submit(_write_files, out / seq, name, image, mask, grasps))
                 else:
-                    pending.append(pool.submit(_write_multi, out / seq, name, spec, (spec.seed, split_index, index)))
+                    pending.append(pool.submit(_write_multi, out / seq, name, settings, (seed, split_index, index)))
                 while len(pending) > 2 * workers:  # bounded: rendered images wait in memory
                     pending.popleft().result()
                     bar.update()
