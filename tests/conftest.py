@@ -63,6 +63,28 @@ def plugin_site(tmp_path_factory) -> Path:
     return site
 
 
+@pytest.fixture(scope="session")
+def legacy_site(tmp_path_factory) -> Path:
+    """Plugins of other hook API versions, installed with pip into a private site directory.
+
+    The README's two examples exactly as they were written for hook API 3 (a ``task.name`` guard
+    in every hook), ``qvl-colors-extra4`` (API 4: extends ``colors`` by declaration) and
+    ``qvl-future``, which asks for a hook API this core does not provide.
+    """
+    work = tmp_path_factory.mktemp("legacy")
+    api3 = FIXTURES / "api3"
+    examples = [_one_file_distribution(work, "qvl-brightness-api3", "brightness_api3",
+                                       (api3 / "qvl_brightness_api3.py").read_text()),
+                _one_file_distribution(work, "qvl-count-api3", "count_api3", (api3 / "qvl_count_api3.py").read_text())]
+    site = work / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), *map(str, examples), str(FIXTURES / "qvl-colors-extra4"), str(FIXTURES / "qvl-future")],
+        check=True, capture_output=True, text=True,
+    )
+    return site
+
+
 def _run_qvl(*args: str, site: Path | None = None, env: dict | None = None, cwd: Path | None = None):
     """Run ``python -m qvl ARGS`` in a subprocess, optionally with a plugin site on the path."""
     full_env = dict(os.environ)

@@ -53,9 +53,11 @@ def test_trace_switch_prints_every_hook_call(monkeypatch, capsys):
     monkeypatch.setenv(plugins.TRACE_ENV, "1")
     host = load_plugins()
     task = host.task("colors")
-    host.pm.hook.build_head(task=task, config=None, backbone=None)
+    host.hooks.build_head(task=task, config=None, backbone=None)
     err = capsys.readouterr().err
     assert "[qvl hook] build_head task=colors ->" in err
+    reached = err.split("[qvl hook] build_head task=colors -> ", 1)[1].splitlines()[0]
+    assert "grasp" not in reached and "reward" not in reached  # owner-only: other tasks' plugins are not called
     assert "[qvl hook] build_head returned NoneType" in err
 
 

@@ -6,13 +6,24 @@ Conventions, as in pytest's ``hookspec.py``:
   ``@qvl.hookimpl``. It may accept any subset of the arguments listed here, so arguments can be
   added in later versions without breaking existing plugins (hooks are only ever added to, never
   removed or renamed; ``HOOK_API_VERSION`` counts additions).
-* **Ownership.** pluggy calls every plugin that implements a hook, but only one plugin owns a task.
-  qvl solves this explicitly: a plugin declares its tasks through :func:`register_tasks`; every
-  task-level hook receives that ``task`` and is ``firstresult``. An implementation returns
-  ``None`` for a task it does not handle, so the call falls through to the owner. To *replace* one
-  hook of someone else's task, implement it with ``@qvl.hookimpl(tryfirst=True)`` and answer only
-  for that task name; to *wrap* it, use ``@qvl.hookimpl(wrapper=True)`` and ``result = yield``.
-  The core raises a clear error naming the task and hook if no plugin answers a required hook.
+* **Ownership (hook API 4).** A plugin says which hook API it was written for with a module-level
+  ``QVL_HOOK_API = 4`` (an attribute of a plugin object works too). For such a plugin the core
+  calls a task-level hook (every hook with a ``task`` argument) only on the plugin that registered
+  the task through :func:`register_tasks`, on the plugins that declared ``extend(task_name)``
+  there, and on the core's built-in defaults: no implementation needs to check ``task.name``.
+  Every task-level hook but ``prepare_backbone`` is ``firstresult``; the first non-None answer
+  wins. To *replace* one hook of someone else's task, ``extend("their-task")`` and implement the
+  hook with ``@qvl.hookimpl(tryfirst=True)``; to *wrap* it, use ``@qvl.hookimpl(wrapper=True)``
+  and ``result = yield``. ``extend("*")`` reaches every task. The core raises a clear error naming
+  the task and hook if no plugin answers a required hook, and refuses to load a plugin whose
+  ``QVL_HOOK_API`` is newer than :data:`HOOK_API_VERSION`.
+* **Older plugins keep working.** A plugin without ``QVL_HOOK_API`` is treated as written for API 3:
+  it is called for every task, and returns ``None`` for tasks it does not handle (API 3 asked every
+  task-level implementation to start with ``if task.name != MY_TASK: return None``).
+* **History.** API 1: the hooks up to :func:`evaluate`. API 2: :func:`report_predictions`. API 3:
+  :func:`uses_backbone`, :func:`param_groups`, :func:`validate`, task stages and ``stage``
+  values beyond train/eval/predict. API 4: owner-only dispatch (``QVL_HOOK_API``) and the
+  ``extend`` argument of :func:`register_tasks`.
 * Heavy imports (torch, transformers) belong inside hook bodies, never at a plugin module's top
   level: ``qvl --help``, ``qvl tasks`` and ``qvl plugins`` import every plugin.
 """
@@ -32,17 +43,20 @@ if TYPE_CHECKING:
     from qvl.config import RunConfig
     from qvl.task import Task
 
-HOOK_API_VERSION = 3
+HOOK_API_VERSION = 4
 
 hookspec = pluggy.HookspecMarker("qvl")
 
 
 @hookspec
-def register_tasks(register: Callable[[Task], None]) -> None:
-    """Declare the tasks this plugin owns.
+def register_tasks(register: Callable[[Task], None], extend: Callable[[str], None]) -> None:
+    """Declare the tasks this plugin owns, and the tasks of other plugins it extends.
 
     :param register: call ``register(qvl.Task(...))`` once per task. Registering a name another
         plugin already registered is reported as that plugin's load error; the first one stays.
+    :param extend: call ``extend("task-name")`` to have this plugin's hooks called for a task it
+        does not own (to replace or wrap them), or ``extend("*")`` for every task; only needed with
+        ``QVL_HOOK_API = 4`` (added in API 4).
     :returns: nothing; every plugin's implementation is called.
     """
 

@@ -1,4 +1,10 @@
-"""Plugin discovery: built-in plugins, the ``qvl`` entry-point group, load errors, tracing."""
+"""Plugin discovery (built-ins, the ``qvl`` entry-point group, load errors, tracing) and dispatch.
+
+Dispatch is by ownership (hook API 4): a task-level hook call reaches the plugin that registered
+the task, the plugins that declared ``extend(task)`` in ``register_tasks``, the core's built-in
+defaults, and every plugin written against hook API 3 or older (those answer ``None`` for other
+tasks themselves, so they keep working unchanged).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -20,6 +27,12 @@ from qvl.task import Task
 ENTRY_POINT_GROUP = "qvl"
 LOAD_PLUGINS_ENV = "QVL_LOAD_PLUGINS"
 TRACE_ENV = "QVL_TRACE_HOOKS"
+
+# What a plugin module (or plugin object) sets to say which hook API it was written for.
+API_ATTRIBUTE = "QVL_HOOK_API"
+# Plugins without it predate the attribute: API 3 and older, where every plugin saw every task.
+LEGACY_HOOK_API = 3
+EVERY_TASK = "*"
 
 # Registered first, exactly as third-party plugins are, so that any of them can be overridden.
 DEFAULT_PLUGINS = {
@@ -36,6 +49,7 @@ class PluginInfo:
     distribution: str | None = None
     version: str | None = None
     builtin: bool = False
+    hook_api: int = LEGACY_HOOK_API
 
 
 @attrs.define
@@ -43,6 +57,63 @@ class LoadError:
     name: str
     error: str
     detail: str = ""
+
+
+class TaskHooks:
+    """The hook relay task-level hooks are called through: ``hooks.loss(task=task, ...)``.
+
+    Like ``pm.hook``, but a call whose ``task`` is a :class:`~qvl.task.Task` reaches only the
+    plugins entitled to answer for it (see the module docstring); a plugin of hook API 4 never has
+    to check ``task.name``. Calls without a task (``register_tasks``) reach every plugin.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self._pm = pm
+        # plugin name -> task names it extends; filled while tasks are collected
+        self.extensions: dict[str, set[str]] = {}
+
+    def callers_for(self, task: Task) -> list[str]:
+        """Names of the plugins a hook call for ``task`` may reach, in registration order."""
+        return [name for name, plugin in self._pm.list_name_plugin() if self._reaches(name, plugin, task)]
+
+    def _reaches(self, name: str, plugin: object, task: Task) -> bool:
+        if hook_api_of(plugin) <= LEGACY_HOOK_API or name == task.plugin:
+            return True
+        return bool(self.extensions.get(name, set()) & {task.name, EVERY_TASK})
+
+    def caller(self, hook_name: str, task: Task | None) -> Callable[..., Any]:
+        hook = getattr(self._pm.hook, hook_name)
+        if not isinstance(task, Task):
+            return hook
+        left_out = {id(plugin) for name, plugin in self._pm.list_name_plugin() if not self._reaches(name, plugin, task)}
+        if not left_out:
+            return hook
+        # pm.subset_hook_caller does this, but it puts every registered plugin in a set, which fails
+        # for unhashable plugin objects (an attrs or dataclass instance); so filter by identity and
+        # run the kept implementations through the manager's own executor (wrappers, tracing).
+        impls = [impl for impl in hook.get_hookimpls() if id(impl.plugin) not in left_out]
+        firstresult = bool(hook.spec and hook.spec.opts.get("firstresult"))
+
+        def call(**kwargs: Any) -> Any:
+            return hook._hookexec(hook_name, impls, kwargs, firstresult)
+
+        return call
+
+    def __getattr__(self, hook_name: str) -> Callable[..., Any]:
+        if hook_name.startswith("_"):
+            raise AttributeError(hook_name)
+        getattr(self._pm.hook, hook_name)  # an unknown hook fails here, as on pm.hook
+
+        def call(**kwargs: Any) -> Any:
+            return self.caller(hook_name, kwargs.get("task"))(**kwargs)
+
+        call.__name__ = hook_name
+        return call
+
+
+def hook_api_of(plugin: object) -> int:
+    """The hook API a plugin declares with ``QVL_HOOK_API`` (3 when it declares none)."""
+    return getattr(plugin, API_ATTRIBUTE, LEGACY_HOOK_API)
 
 
 @attrs.define
@@ -53,6 +124,7 @@ class PluginHost:
     plugins: list[PluginInfo]
     errors: list[LoadError]
     tasks: dict[str, Task]
+    hooks: TaskHooks
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -71,10 +143,10 @@ class PluginHost:
 
     def call(self, hook_name: str, *, required: bool = True, **kwargs: Any) -> Any:
         """Call a task-level firstresult hook; a required hook nobody answered is an error."""
-        return call_hook(self.pm.hook, hook_name, required=required, **kwargs)
+        return call_hook(self.hooks, hook_name, required=required, **kwargs)
 
 
-def call_hook(relay: pluggy.HookRelay, hook_name: str, *, required: bool = True, **kwargs: Any) -> Any:
+def call_hook(relay: TaskHooks | pluggy.HookRelay, hook_name: str, *, required: bool = True, **kwargs: Any) -> Any:
     """Call a task-level firstresult hook through ``relay``; a required hook nobody answered is an error."""
     result = getattr(relay, hook_name)(**kwargs)
     if result is None and required:
@@ -133,7 +205,24 @@ def _install_tracing(pm: pluggy.PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
-def _collect_tasks(pm: pluggy.PluginManager, errors: list[LoadError]) -> dict[str, Task]:
+def _checked_hook_api(name: str, plugin: object) -> int:
+    """The plugin's declared hook API; a malformed or too new one is that plugin's load error."""
+    api = hook_api_of(plugin)
+    if isinstance(api, bool) or not isinstance(api, int) or api < 1:
+        raise TypeError(f"{API_ATTRIBUTE} = {api!r}: expected the hook API version as a positive integer")
+    if api > hookspec.HOOK_API_VERSION:
+        raise PluginApiError(
+            f"plugin {name!r} needs qvl hook API {api}, but this qvl-core ({__version__}) provides "
+            f"API {hookspec.HOOK_API_VERSION}; upgrade qvl-core (pip install -U qvl-core)"
+        )
+    return api
+
+
+class PluginApiError(RuntimeError):
+    pass
+
+
+def _collect_tasks(pm: pluggy.PluginManager, hooks: TaskHooks, errors: list[LoadError]) -> dict[str, Task]:
     tasks: dict[str, Task] = {}
     # Each implementation is called on its own, in registration order (built-ins first), so a task
     # knows its owner, the first registration of a name wins, and one plugin's failure does not
@@ -150,8 +239,14 @@ def _collect_tasks(pm: pluggy.PluginManager, errors: list[LoadError]) -> dict[st
                 )
             tasks[task.name] = attrs.evolve(task, plugin=_owner)
 
+        def extend(task_name: str, _owner: str = owner) -> None:
+            if not isinstance(task_name, str) or not task_name:
+                raise TypeError(f"extend() expects a task name or {EVERY_TASK!r}, got {task_name!r}")
+            hooks.extensions.setdefault(_owner, set()).add(task_name)
+
+        offered = {"register": register, "extend": extend}
         try:
-            impl.function(register=register)
+            impl.function(**{arg: offered[arg] for arg in impl.argnames})
         except Exception as exc:  # a broken plugin is reported, the rest keep working
             errors.append(LoadError(owner, f"register_tasks failed: {exc}", traceback.format_exc()))
     return tasks
@@ -161,14 +256,17 @@ def load_plugins() -> PluginHost:
     """Build the plugin manager: hook specs, built-in plugins, then installed entry points."""
     pm = pluggy.PluginManager("qvl")
     pm.add_hookspecs(hookspec)
+    hooks = TaskHooks(pm)
     plugins: list[PluginInfo] = []
     errors: list[LoadError] = []
 
     for name, module_name in DEFAULT_PLUGINS.items():
         module = importlib.import_module(module_name)
         factory = getattr(module, "plugin", None)  # a module may hand over a plugin object instead
-        pm.register(factory(pm.hook) if callable(factory) else module, name=name)
-        plugins.append(PluginInfo(name=name, module=module_name, distribution="qvl-core", builtin=True))
+        plugin = factory(hooks) if callable(factory) else module
+        pm.register(plugin, name=name)
+        plugins.append(PluginInfo(name=name, module=module_name, distribution="qvl-core", builtin=True,
+                                  hook_api=hook_api_of(plugin)))
 
     wanted = _selected()
     for ep in _entry_points():
@@ -180,6 +278,7 @@ def load_plugins() -> PluginHost:
         module = None
         try:
             module = ep.load()
+            api = _checked_hook_api(ep.name, module)
             pm.register(module, name=ep.name)
         except Exception as exc:
             # pluggy registers hook by hook: a signature error leaves half a plugin behind
@@ -193,6 +292,7 @@ def load_plugins() -> PluginHost:
                 module=ep.value,
                 distribution=dist,
                 version=ep.dist.version if ep.dist is not None else None,
+                hook_api=api,
             )
         )
 
@@ -210,8 +310,8 @@ def load_plugins() -> PluginHost:
     if os.environ.get(TRACE_ENV, "") not in ("", "0"):
         _install_tracing(pm)
 
-    tasks = _collect_tasks(pm, errors)
-    return PluginHost(pm=pm, plugins=plugins, errors=errors, tasks=tasks)
+    tasks = _collect_tasks(pm, hooks, errors)
+    return PluginHost(pm=pm, plugins=plugins, errors=errors, tasks=tasks, hooks=hooks)
 
 
 def describe(host: PluginHost) -> dict[str, Any]:
@@ -227,8 +327,10 @@ def describe(host: PluginHost) -> dict[str, Any]:
                 "distribution": info.distribution,
                 "version": info.version or __version__,
                 "builtin": info.builtin,
+                "hook_api": info.hook_api,
                 "hooks": host.hook_names(info.name),
                 "tasks": sorted(by_plugin.get(info.name, [])),
+                "extends": sorted(host.hooks.extensions.get(info.name, set())),
             }
             for info in host.plugins
         ],

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "colors"
 PALETTE = {
     "red": (220, 30, 30),
@@ -124,8 +126,6 @@ def image_folder(path: Path) -> list[dict[str, Any]]:
 
 @hookimpl
 def build_dataset(task: Task, config: RunConfig, split: str) -> list[dict[str, Any]] | None:
-    if task.name != TASK_NAME:
-        return None
     if split == "predict":
         if config.predict.input:
             return image_folder(Path(config.predict.input))
@@ -145,8 +145,6 @@ def conversation(config: ColorsConfig, sample: dict[str, Any], with_answer: bool
 
 @hookimpl
 def build_collator(task: Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl import chat
 
     training = stage == "train"
@@ -162,8 +160,6 @@ def build_collator(task: Task, config: RunConfig, backbone: Backbone, stage: str
 
 @hookimpl
 def loss(task: Task, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl import chat
 
     return chat.lm_loss(backbone.model, batch)
@@ -171,8 +167,6 @@ def loss(task: Task, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any
 
 @hookimpl
 def decode(task: Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl import chat
 
     texts = chat.generate_text(backbone.model, backbone.processor, batch, config.task.max_new_tokens)
@@ -202,8 +196,6 @@ def plot_per_color(per_color: dict[str, float], baseline: float, out: Path) -> N
 @hookimpl
 def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     truth = [sample["color"] for sample in dataset]
     answers = [p["answer"] for p in predictions]
     correct = sum(a == t for a, t in zip(answers, truth))

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "grasp"
 
 TASK = qvl.Task(
@@ -44,8 +46,6 @@ def register_tasks(register: Any) -> None:
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_grasp.readers import read_split
 
     if split == "predict":
@@ -67,8 +67,6 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_grasp.collate import EnsembleCollator, TrainCollator
 
     if stage == "train":
@@ -79,8 +77,6 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 @qvl.hookimpl
 def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     if config.task.loss_vocabulary == "full":
         from qvl import chat
 
@@ -92,8 +88,6 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str,
 
 @qvl.hookimpl
 def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_grasp.collate import decode_batch
 
     return decode_batch(config.task, backbone, batch)
@@ -102,8 +96,6 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[st
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_grasp.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))
@@ -112,8 +104,6 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
 @qvl.hookimpl
 def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
                        out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_grasp.report import write_grasps
 
     return write_grasps(config, predictions, dataset, Path(out_dir))

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "reward"
 TASK = qvl.Task(
     name=TASK_NAME,
@@ -41,16 +43,12 @@ def register_tasks(register: Any) -> None:
 
 @qvl.hookimpl
 def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
-    if task.name != TASK_NAME:
-        return None
     # cached mode: every stage's samples carry their features (built by the plugin's own extractor)
     return False if cached.enabled(config) else None
 
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     frames = _frames(config, split)
     if cached.enabled(config):
         return cached.with_features(config, frames)
@@ -78,8 +76,6 @@ def _frames(config: RunConfig, split: str) -> Any:
 
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     if cached.enabled(config):
         return cached.CachedCollator(with_labels=stage == "train")
     from qvl_reward.collate import RewardCollator
@@ -89,8 +85,6 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 @qvl.hookimpl
 def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
-    if task.name != TASK_NAME:
-        return None
     if cached.enabled(config):
         return cached.build_head(config, num_classes(config))
     from qvl_reward.head import RewardHead
@@ -100,8 +94,6 @@ def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
 
 @qvl.hookimpl
 def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any]) -> Any:
-    if task.name != TASK_NAME:
-        return None
     import torch
     import torch.nn.functional as F
 
@@ -118,8 +110,6 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch
 
 @qvl.hookimpl
 def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any]) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_reward.head import logits_of
 
     probabilities = logits_of(backbone, head, batch).softmax(dim=-1)
@@ -131,8 +121,6 @@ def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any])
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_reward.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))
@@ -141,8 +129,6 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
 @qvl.hookimpl
 def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
                        out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_reward.report import write_reward_curves
 
     return write_reward_curves(config, predictions, dataset, Path(out_dir))

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "segment"
 TASK = qvl.Task(
     name=TASK_NAME,
@@ -42,8 +44,6 @@ def register_tasks(register: Any) -> None:
 
 @qvl.hookimpl
 def prepare_backbone(task: qvl.Task, config: RunConfig, model: Any, processor: Any) -> None:
-    if task.name != TASK_NAME:
-        return
     from qvl_segment.tokens import add_frame_token
 
     add_frame_token(model, processor)
@@ -51,8 +51,6 @@ def prepare_backbone(task: qvl.Task, config: RunConfig, model: Any, processor: A
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     if split == "predict":
         if config.predict.input:
             return predict_samples(config, Path(config.predict.input).expanduser())
@@ -62,8 +60,6 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_segment.collate import SegmentCollator
 
     return SegmentCollator(config, backbone.processor, stage)
@@ -71,8 +67,6 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 @qvl.hookimpl
 def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
-    if task.name != TASK_NAME:
-        return None
     if config.task.mode == "lm":
         return None
     from qvl_segment.heads import SegmentHeads
@@ -84,8 +78,6 @@ def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
 @qvl.hookimpl
 def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: torch.nn.Module | None,
          batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_segment.model import training_loss
 
     vocabulary = _vocabulary(config, backbone) if config.task.loss_vocabulary == "answer" else None
@@ -112,8 +104,6 @@ def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
 @qvl.hookimpl
 def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any]
            ) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_segment.inference import decode_batch
 
     return decode_batch(config, backbone, head, batch, _skills(config))
@@ -132,8 +122,6 @@ def _skills(config: RunConfig) -> list[str]:
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_segment.report import evaluate_predictions
 
     episodes = dataset.episodes[:len(predictions)]
@@ -147,8 +135,6 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
 @qvl.hookimpl
 def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
                        out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_segment.plots import draw_timelines
 
     if config.predict.save_vis:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "vla_flow"
 TASK = qvl.Task(
     name=TASK_NAME,
@@ -52,15 +54,11 @@ def register_tasks(register: Any) -> None:
 
 @qvl.hookimpl
 def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
-    if task.name != TASK_NAME:
-        return None
     return False  # every stage reads cached features; the feature stage loads the backbone itself
 
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     if split == "predict":
         split = config.predict.split
     return split_samples(config, split)
@@ -68,8 +66,6 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone | None, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from functools import partial
 
     from qvl_vla_flow.samples import collate
@@ -79,8 +75,6 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
 
 @qvl.hookimpl
 def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone | None) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vla_flow.model import build_policy
 
     return build_policy(config)
@@ -89,16 +83,12 @@ def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone | None) -> 
 @qvl.hookimpl
 def loss(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
          batch: dict[str, Any]) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     return {"loss": head.loss(batch["features"], batch.get("state"), batch["actions"], batch["valid"])}
 
 
 @qvl.hookimpl
 def param_groups(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
                  head: torch.nn.Module) -> list[dict[str, Any]] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vla_flow.model import optimizer_groups
 
     return optimizer_groups(config, head)
@@ -107,8 +97,6 @@ def param_groups(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
 @qvl.hookimpl
 def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
            batch: dict[str, Any]) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vla_flow.model import decode_batch
 
     return decode_batch(config, head, batch)
@@ -117,8 +105,6 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: t
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vla_flow.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))
@@ -130,7 +116,7 @@ def validate(task: qvl.Task, config: RunConfig, head: torch.nn.Module | None, ac
     """The core's validation (val/mse, ...) plus, with ``task.rollout.validate_episodes``, a short
     Miniworld rollout: ``val/success`` can then pick the best checkpoint."""
     results = yield
-    if task.name != TASK_NAME or not config.task.rollout.validate_episodes or head is None:
+    if not config.task.rollout.validate_episodes or head is None:
         return results
     from qvl_vla_flow.rollout import validation_rollout
 

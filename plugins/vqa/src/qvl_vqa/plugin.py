@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
 
+# hook API 4: the core calls these hooks for this plugin's own task only
+QVL_HOOK_API = 4
 TASK_NAME = "vqa"
 TASK = qvl.Task(
     name=TASK_NAME,
@@ -48,8 +50,6 @@ def register_tasks(register: Any) -> None:
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vqa.samples import VqaSamples
 
     if split == "predict":
@@ -63,8 +63,6 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vqa.collate import PromptCollator, TrainCollator
 
     if stage == "train":
@@ -74,8 +72,6 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 @qvl.hookimpl
 def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl import chat
 
     if config.task.loss_vocabulary == "full":
@@ -87,8 +83,6 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str,
 
 @qvl.hookimpl
 def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> list[dict] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vqa.answers import decode_batch
 
     return decode_batch(backbone, batch, config.task.progress_answer)
@@ -97,8 +91,6 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[st
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> dict[str, Any] | None:
-    if task.name != TASK_NAME:
-        return None
     from qvl_vqa.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))
