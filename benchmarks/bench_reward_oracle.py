@@ -23,7 +23,7 @@ from collections import Counter
 import numpy as np
 
 
-def state_distances(spec):
+def state_distances(settings, seed):
     """The generator's true block-goal distance of every frame, episode by episode (same rng)."""
     from qvl_reward import synthetic
 
@@ -36,10 +36,11 @@ def state_distances(spec):
 
     synthetic.reward_bin = recording
     try:
-        synthetic.render_episodes(spec)
+        synthetic.render_episodes(settings, seed)
     finally:
         synthetic.reward_bin = original
-    return [seen[i * spec.frames:(i + 1) * spec.frames] for i in range(spec.train_episodes + spec.val_episodes)]
+    return [seen[i * settings.frames:(i + 1) * settings.frames]
+            for i in range(settings.train_episodes + settings.val_episodes)]
 
 
 def centroid(image: np.ndarray, colour, others) -> tuple[float, float, int] | None:
@@ -82,14 +83,13 @@ def main() -> None:
 
     from qvl.config import load_config
     from qvl.plugins import load_plugins
-    from qvl_reward.data import split_frames, synthetic_spec
+    from qvl_reward.data import split_frames
     from qvl_reward.report import classification_metrics
     from qvl_reward.synthetic import BIN_EDGES, TASKS, reward_bin
 
     host = load_plugins()
     config = load_config(host.task("reward"), [], args.overrides)
-    spec = synthetic_spec(config)
-    distances = state_distances(spec)
+    distances = state_distances(config.task.synthetic, config.seed)
     size = tuple(config.task.image_size)
     colours = {f"move the {b} block onto the {g} pad": (bc, gc) for b, bc, g, gc in TASKS}
     edge_px = 1 / 64  # one top-view pixel along y, the coarser axis

@@ -50,6 +50,8 @@ def test_only_train_split_holds_out_the_last_episodes_and_all_zero_rows_are_clas
     assert episodes_of_split(source, "val", 0.2, {"val": "1:3"}) == [1, 2]
     with pytest.raises(LeRobotFormatError, match=r"split 'val' names episodes \[7\] that meta/ does not list"):
         episodes_of_split(source, "val", 0.2, {"val": "7:8"})
+    with pytest.raises(LeRobotFormatError, match=r"task.splits.val: expected an episode range 'start:end', got '1-3'"):
+        episodes_of_split(source, "val", 0.2, {"val": "1-3"})
     labelled = RewardFrames(source, [1], "reward_bins", "Task: {task}")
     assert labelled.labels == [0, 0, 1, 0]  # the all-zero last row is class 0
     assert labelled[2]["text"] == "Task: fold the towel"

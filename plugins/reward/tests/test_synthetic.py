@@ -1,6 +1,7 @@
 import numpy as np
 
-from qvl_reward.synthetic import EpisodeSpec, render_episodes
+from qvl_reward.config import SyntheticConfig
+from qvl_reward.synthetic import dataset_key, fingerprint, render_episodes
 
 
 def _same(a, b) -> bool:
@@ -10,25 +11,29 @@ def _same(a, b) -> bool:
 
 def test_val_episodes_do_not_depend_on_the_number_of_train_episodes():
     """Runs trained on more or fewer episodes are measured on the same held-out episodes."""
-    small = render_episodes(EpisodeSpec(train_episodes=2, val_episodes=2, frames=3, width=32, height=32))
-    large = render_episodes(EpisodeSpec(train_episodes=4, val_episodes=2, frames=3, width=32, height=32))
+    small = render_episodes(SyntheticConfig(train_episodes=2, val_episodes=2, frames=3, width=32, height=32), 0)
+    large = render_episodes(SyntheticConfig(train_episodes=4, val_episodes=2, frames=3, width=32, height=32), 0)
     assert len(small) == 4 and len(large) == 6
     assert all(_same(a, b) for a, b in zip(small[2:], large[4:]))  # the val episodes
     assert all(_same(a, b) for a, b in zip(small[:2], large[:2]))  # the train stream is shared too
     assert not _same(small[0], small[2])
-    other_seed = render_episodes(EpisodeSpec(train_episodes=2, val_episodes=2, frames=3, width=32, height=32, seed=1))
+    other_seed = render_episodes(SyntheticConfig(train_episodes=2, val_episodes=2, frames=3, width=32, height=32), 1)
     assert not _same(small[2], other_seed[2])
 
 
-def test_the_data_set_key_names_the_v3_generator():
-    assert EpisodeSpec().key() == "lerobot-reward-synthetic-v3-192-16-24-96x64-s0"
+def test_the_data_set_key_and_fingerprint_are_those_of_the_v3_generator():
+    """The cache folder of earlier versions is found again (written by EpisodeSpec, now gone)."""
+    assert dataset_key(SyntheticConfig(), 0) == "lerobot-reward-synthetic-v3-192-16-24-96x64-s0"
+    assert fingerprint(SyntheticConfig(), 0) == {"format": "lerobot-synthetic-reward", "train_episodes": 192,
+                                                 "val_episodes": 16, "frames": 24, "fps": 10, "width": 96,
+                                                 "height": 64, "seed": 0}
 
 
 def test_the_default_config_writes_the_default_episodes(qvl_host):
-    """192 train + 16 val episodes: the default config and EpisodeSpec's defaults agree."""
+    """192 train + 16 val episodes: task.synthetic is the generator's one declaration of its settings."""
     from qvl.config import load_config
-    from qvl_reward.data import synthetic_spec
+    from qvl_reward.data import synthetic_data
 
-    spec = synthetic_spec(load_config(qvl_host.task("reward"), [], []))
-    assert spec == EpisodeSpec()
-    assert (spec.train_episodes, spec.val_episodes) == (192, 16)
+    data = synthetic_data(load_config(qvl_host.task("reward"), [], []))
+    assert data.key == dataset_key(SyntheticConfig(), 0)
+    assert (data.fingerprint["train_episodes"], data.fingerprint["val_episodes"]) == (192, 16)

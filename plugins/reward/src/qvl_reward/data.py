@@ -5,29 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 import qvl
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
 
-def synthetic_spec(config: RunConfig) -> Any:
-    from qvl_reward.synthetic import EpisodeSpec
-
-    s = config.task.synthetic
-    return EpisodeSpec(train_episodes=s.train_episodes, val_episodes=s.val_episodes, frames=s.frames,
-                       width=s.width, height=s.height, seed=config.seed)
-
-
 def synthetic_data(config: RunConfig) -> Any:
+    """``task.synthetic`` with the run's seed, written once into qvl's cache."""
     from qvl.build import SyntheticData
-    from qvl_reward.synthetic import write_synthetic
+    from qvl_reward.synthetic import dataset_key, fingerprint, write_synthetic
 
-    spec = synthetic_spec(config)
-    return SyntheticData(key=spec.key(), fingerprint={"format": "lerobot-synthetic-reward", **attrs.asdict(spec)},
-                         write=lambda out: write_synthetic(out, spec), plugin="qvl-reward",
+    settings, seed = config.task.synthetic, config.seed
+    return SyntheticData(key=dataset_key(settings, seed), fingerprint=fingerprint(settings, seed),
+                         write=lambda out: write_synthetic(out, settings, seed), plugin="qvl-reward",
                          description="the synthetic LeRobot v3.0 data set")
 
 
@@ -41,9 +32,9 @@ def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
     from qvl.build import write_synthetic
 
-    spec = synthetic_spec(config)
+    s = config.task.synthetic
     root = write_synthetic(data_root(config, create=False), synthetic_data(config))
-    print(f"qvl-reward: {spec.train_episodes} train + {spec.val_episodes} val episodes of {spec.frames} frames, "
+    print(f"qvl-reward: {s.train_episodes} train + {s.val_episodes} val episodes of {s.frames} frames, "
           f"3 cameras, LeRobot v3.0: {root}")
     return root
 

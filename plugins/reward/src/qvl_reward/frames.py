@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from qvl.lerobot import LeRobotDataset, LeRobotFormatError, VideoReader
+from qvl.lerobot import LeRobotDataset, LeRobotFormatError, VideoReader, parse_range
 
 from qvl_reward.labels import classes_of, label_of
 
@@ -27,8 +27,7 @@ def episodes_of_split(source: LeRobotDataset, split: str, val_fraction: float,
     with only ``train`` gives its last ``val_fraction`` of episodes to ``val`` (and ``test``)."""
     available = [e.index for e in source.episodes]
     if split in overrides:
-        start, _, end = overrides[split].partition(":")
-        chosen = list(range(int(start), int(end)))
+        chosen = parse_range(overrides[split], f"task.splits.{split}")
     else:
         chosen = source.split_episodes(split)
         if chosen is None:

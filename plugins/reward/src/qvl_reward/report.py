@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from qvl.data import write_json
 from qvl.scoring import spearman
 
 
@@ -92,8 +92,8 @@ def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out
     majority = Counter(train_labels).most_common(1)[0][0]
     baseline = {**classification_metrics(truth, [majority] * len(truth), classes),
                 **ordinal_metrics(truth, [majority] * len(truth), episodes)}
-    (out_dir / "confusion_matrix.json").write_text(json.dumps(
-        {"rows": "true class", "columns": "predicted class", "matrix": model["confusion_matrix"]}, indent=2))
+    write_json(out_dir / "confusion_matrix.json",
+               {"rows": "true class", "columns": "predicted class", "matrix": model["confusion_matrix"]}, indent=2)
     plot_confusion(model["confusion_matrix"], out_dir / "confusion_matrix.png",
                    f"reward: accuracy {model['accuracy']:.2f}, macro-F1 {model['macro_f1']:.2f} "
                    f"(majority {baseline['accuracy']:.2f})")
@@ -142,9 +142,7 @@ def write_reward_curves(config: Any, predictions: list[dict], dataset: Any, out_
     document = {"every_k_frames": config.task.predict_every,
                 "episodes": [{"episode": e, "task": tasks.get(e, ""), "frames": rows}
                              for e, rows in sorted(episodes.items())]}
-    tmp = out_dir / "rewards.json.tmp"
-    tmp.write_text(json.dumps(document, indent=2))
-    tmp.replace(out_dir / "rewards.json")
+    write_json(out_dir / "rewards.json", document, indent=2)
     for episode, rows in episodes.items():
         plot_curve(episode, tasks.get(episode, ""), rows, out_dir / f"reward_curve_episode_{episode:06d}.png")
     return {"episodes": len(episodes), "frames": len(predictions), "rewards": str(out_dir / "rewards.json")}

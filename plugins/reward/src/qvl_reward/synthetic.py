@@ -13,9 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from qvl.data import settings_fingerprint
 from qvl.lerobot import Recording, write_dataset
+
+from qvl_reward.config import SyntheticConfig
 
 CAMERAS = ("observation.images.cam_high", "observation.images.cam_left_wrist", "observation.images.cam_right_wrist")
 BIN_EDGES = (0.12, 0.3, 0.5)  # distance to goal (table units): <0.12 -> 3, <0.3 -> 2, <0.5 -> 1, else 0
@@ -26,19 +27,18 @@ TASKS = (
 )
 
 
-@attrs.frozen
-class EpisodeSpec:
-    train_episodes: int = 192  # as qvl_reward.config.SyntheticConfig
-    val_episodes: int = 16
-    frames: int = 24
-    fps: int = 10
-    width: int = 96
-    height: int = 64
-    seed: int = 0
+FPS = 10  # of the written videos; in the fingerprint (not a setting)
 
-    def key(self) -> str:
-        return (f"lerobot-reward-synthetic-v3-{self.train_episodes}-{self.val_episodes}-{self.frames}"
-                f"-{self.width}x{self.height}-s{self.seed}")
+
+def dataset_key(settings: SyntheticConfig, seed: int) -> str:
+    """The cache folder's name."""
+    return (f"lerobot-reward-synthetic-v3-{settings.train_episodes}-{settings.val_episodes}-{settings.frames}"
+            f"-{settings.width}x{settings.height}-s{seed}")
+
+
+def fingerprint(settings: SyntheticConfig, seed: int) -> dict[str, Any]:
+    """What the written data set depends on: every ``task.synthetic`` setting, the seed, the frame rate."""
+    return settings_fingerprint(settings, format="lerobot-synthetic-reward", seed=seed, fps=FPS)
 
 
 def reward_bin(distance: float) -> int:
@@ -69,7 +69,7 @@ def _render(width: int, height: int, view: tuple[float, float, float, float], ta
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def render_episode(rng: Any, spec: EpisodeSpec) -> Recording:
+def render_episode(rng: Any, settings: SyntheticConfig) -> Recording:
     import numpy as np
 
     block_name, block_color, goal_name, goal_color = TASKS[int(rng.integers(len(TASKS)))]
@@ -82,28 +82,28 @@ def render_episode(rng: Any, spec: EpisodeSpec) -> Recording:
     table = tuple(int(v) for v in rng.integers(90, 160, size=3))
     frames: dict[str, list[Any]] = {camera: [] for camera in CAMERAS}
     bins = []
-    for t in range(spec.frames):
-        progress = min(1.0, t / (spec.frames * 0.75)) * reach
+    for t in range(settings.frames):
+        progress = min(1.0, t / (settings.frames * 0.75)) * reach
         progress = progress * progress * (3 - 2 * progress) if success else progress
         block = start + (goal - start) * progress + rng.normal(0, 0.01, size=2)
         distance = float(np.linalg.norm(block - goal))
         one_hot = [0.0] * 4
         one_hot[reward_bin(distance)] = 1.0
         bins.append(one_hot)
-        noise = rng.normal(0, 5, size=(spec.height, spec.width, 3))
+        noise = rng.normal(0, 5, size=(settings.height, settings.width, 3))
         views = {
             CAMERAS[0]: (0.0, 0.0, 1.0, 1.0),
             CAMERAS[1]: (block[0] - 0.35, block[1] - 0.25, block[0] + 0.35, block[1] + 0.25),
             CAMERAS[2]: (goal[0] - 0.35, goal[1] - 0.25, goal[0] + 0.35, goal[1] + 0.25),
         }
         for camera, view in views.items():
-            frames[camera].append(_render(spec.width, spec.height, view, table, tuple(block), tuple(goal),
+            frames[camera].append(_render(settings.width, settings.height, view, table, tuple(block), tuple(goal),
                                           block_color, goal_color, noise))
     task = f"move the {block_name} block onto the {goal_name} pad"
     return Recording(task=task, frames=frames, columns={"reward_bins": bins})
 
 
-def render_episodes(spec: EpisodeSpec, *, progress: bool = False) -> list[Recording]:
+def render_episodes(settings: SyntheticConfig, seed: int, *, progress: bool = False) -> list[Recording]:
     """The train episodes, then the val episodes, each split from its own random stream.
 
     The val episodes do not depend on ``train_episodes`` (v2 drew them after the train episodes from
@@ -114,21 +114,22 @@ def render_episodes(spec: EpisodeSpec, *, progress: bool = False) -> list[Record
     import numpy as np
     from tqdm.auto import tqdm
 
-    streams = [(np.random.default_rng(spec.seed), spec.train_episodes),
-               (np.random.default_rng([spec.seed, 1]), spec.val_episodes)]
-    bar = tqdm(total=spec.train_episodes + spec.val_episodes, desc="reward make-data", unit="episode",
+    streams = [(np.random.default_rng(seed), settings.train_episodes),
+               (np.random.default_rng([seed, 1]), settings.val_episodes)]
+    bar = tqdm(total=settings.train_episodes + settings.val_episodes, desc="reward make-data", unit="episode",
                disable=not progress, dynamic_ncols=True)
     recordings = []
     for rng, count in streams:
         for _ in range(count):
-            recordings.append(render_episode(rng, spec))
+            recordings.append(render_episode(rng, settings))
             bar.update()
     bar.close()
     return recordings
 
 
-def write_synthetic(root: Path, spec: EpisodeSpec, *, progress: bool = True) -> Path:
-    recordings = render_episodes(spec, progress=progress)
-    total = spec.train_episodes + spec.val_episodes
-    splits = {"train": f"0:{spec.train_episodes}", "val": f"{spec.train_episodes}:{total}"}
-    return write_dataset(root, recordings, spec.fps, version="v3.0", splits=splits, episodes_per_file=16)
+def write_synthetic(root: Path, settings: SyntheticConfig, seed: int, *, progress: bool = True) -> Path:
+    """Write ``task.synthetic``'s episodes with the run's ``seed`` into ``root`` (LeRobot v3.0)."""
+    recordings = render_episodes(settings, seed, progress=progress)
+    total = settings.train_episodes + settings.val_episodes
+    splits = {"train": f"0:{settings.train_episodes}", "val": f"{settings.train_episodes}:{total}"}
+    return write_dataset(root, recordings, FPS, version="v3.0", splits=splits, episodes_per_file=16)
