@@ -207,3 +207,19 @@ def test_splits_are_deterministic_disjoint_and_stable() -> None:
     assert split_episodes(episodes, 0.1, 0.2, seed=4)["val"] != splits["val"]
     with pytest.raises(UserError, match="below 1"):
         split_episodes(episodes, 0.5, 0.5, seed=0)
+
+
+def test_the_split_is_unchanged_by_qvl_data() -> None:
+    """Synthetic, lerobot-import and short ids split as by segment's own sha256 code before it moved
+    to qvl.data.split_items (the digests were computed with that code, at commit a2fa36d)."""
+    import hashlib
+    import json
+
+    ids = ([f"ep{i:05d}" for i in range(2000)] + [f"episode_{i:06d}" for i in range(500)]
+           + [f"ep{i}" for i in range(400)] + [f"new{i}" for i in range(100)])
+    episodes = fake_episodes(ids)
+    expected = {(0.1, 0.1, 0): "5ac5905f8cd1179c", (0.1, 0.2, 3): "6e50a77e083620fb", (0.15, 0.15, 42): "075f1151a7d9dc96"}
+    for (val, test, seed), digest in expected.items():
+        splits = split_episodes(episodes, val, test, seed)
+        chosen = {name: [e.episode_id for e in part] for name, part in splits.items()}
+        assert hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16] == digest, (val, test, seed)

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import qvl
+from qvl.data import image_files
 from qvl_segment.episodes import Episode, read_episodes, split_episodes
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
@@ -83,9 +83,7 @@ def predict_samples(config: RunConfig, source: Path) -> SegmentSamples:
     if source.is_file() and source.suffix == ".jsonl":
         return SegmentSamples(all_episodes(config, source), train)
     if source.is_dir():
-        frames = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not frames:
-            raise qvl.UserError(f"{source}: no image files ({', '.join(IMAGE_SUFFIXES)}) to read as frames")
+        frames = image_files(source, what=f"{source} (a folder of frames)")
         episode = Episode(episode_id=source.name, task_name="", init_scene_text="", segments=(),
                           num_frames=len(frames), frames_paths=tuple(frames), video=None, fps=None,
                           source=str(source))

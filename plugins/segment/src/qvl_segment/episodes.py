@@ -19,7 +19,6 @@ episode's own frame numbers (:func:`to_original`).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from collections.abc import Sequence
@@ -28,11 +27,10 @@ from typing import Any
 
 import attrs
 import numpy as np
+from qvl.data import JsonLine, read_lines, split_items
 from qvl.errors import UserError, unreadable_file
-from qvl.jsonl import read_objects
 
 EPISODES_FILE = "episodes.jsonl"
-SPLITS = ("train", "val", "test")
 
 
 @attrs.frozen
@@ -67,29 +65,6 @@ class Episode:
 # -- reading ---------------------------------------------------------------------------------
 
 
-class _Line:
-    """The fields of one line, each checked with an error naming the file, the line and the field."""
-
-    def __init__(self, path: Path, number: int, row: dict[str, Any]) -> None:
-        self.path, self.number, self.row = path, number, row
-
-    def error(self, field: str, message: str) -> UserError:
-        return UserError(f"{self.path}, line {self.number}, field '{field}': {message}")
-
-    def value(self, field: str, kind: type | tuple[type, ...], expected: str, row: dict[str, Any] | None = None,
-              name: str | None = None) -> Any:
-        """``row[field]`` (default: the line) when it is of ``kind``; booleans never count as numbers."""
-        row = self.row if row is None else row
-        name = name or field
-        if field not in row:
-            raise self.error(name, f"missing; expected {expected}")
-        value = row[field]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise self.error(name, f"expected {expected}, got {value!r:.60}")
-        return value
-
-
 def read_episodes(path: str | Path) -> list[Episode]:
     """The episodes of ``path`` (an ``episodes.jsonl`` file, or a folder holding one), all checked.
 
@@ -107,18 +82,17 @@ def read_episodes(path: str | Path) -> list[Episode]:
         raise UserError(f"{path}: no such episodes file; expected a JSON Lines file with one episode per line")
     episodes: list[Episode] = []
     first_line: dict[str, int] = {}
-    for number, row in read_objects(path):
-        line = _Line(path, number, row)
+    for line in read_lines(path):
         episode = _episode(line)
         if episode.episode_id in first_line:
             raise line.error("episode_id", f"{episode.episode_id!r} is already the id of line "
                                            f"{first_line[episode.episode_id]}; expected unique ids")
-        first_line[episode.episode_id] = number
+        first_line[episode.episode_id] = line.number
         episodes.append(episode)
     return episodes
 
 
-def _episode(line: _Line) -> Episode:
+def _episode(line: JsonLine) -> Episode:
     episode_id = line.value("episode_id", str, "a non-empty string")
     if not episode_id:
         raise line.error("episode_id", "empty; expected a non-empty string")
@@ -164,7 +138,7 @@ def _episode(line: _Line) -> Episode:
                    fps=None if fps is None else float(fps), source=f"{line.path}:{line.number}")
 
 
-def _segments(line: _Line, num_frames: int) -> tuple[Segment, ...]:
+def _segments(line: JsonLine, num_frames: int) -> tuple[Segment, ...]:
     configs = line.value("action_config", list, "a list of segments (may be empty)")
     numbered = []
     for i, config in enumerate(configs):
@@ -320,23 +294,11 @@ def _video_frames(episode: Episode, wanted: set[int]) -> dict[int, Any]:
 # -- splits ----------------------------------------------------------------------------------
 
 
-def split_of(episode_id: str, val_fraction: float, test_fraction: float, seed: int) -> str:
-    """``"train"``, ``"val"`` or ``"test"``, from a hash of (seed, episode_id) alone: an episode
-    keeps its split when episodes are added or removed, and on every machine (unlike ``hash``)."""
-    digest = hashlib.sha256(f"{seed}\0{episode_id}".encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2.0**64  # uniform in [0, 1)
-    if position < test_fraction:
-        return "test"
-    return "val" if position < test_fraction + val_fraction else "train"
-
-
 def split_episodes(episodes: Sequence[Episode], val_fraction: float, test_fraction: float, seed: int
                    ) -> dict[str, list[Episode]]:
-    """The episodes by split (``train``, ``val``, ``test``; file order kept), about the given fractions."""
-    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise UserError(f"val_fraction {val_fraction} and test_fraction {test_fraction}; expected fractions >= 0 "
-                        "with a sum below 1 (episodes must be left to train on)")
-    splits: dict[str, list[Episode]] = {name: [] for name in SPLITS}
-    for episode in episodes:
-        splits[split_of(episode.episode_id, val_fraction, test_fraction, seed)].append(episode)
-    return splits
+    """The episodes by split (``train``, ``val``, ``test``; file order kept), about the given fractions.
+
+    Each episode by a hash of (seed, episode_id) alone (:func:`qvl.data.assign_split` salted with
+    the seed): it keeps its split when episodes are added or removed, and on every machine.
+    """
+    return split_items(episodes, val_fraction, test_fraction, key=lambda e: e.episode_id, salt=str(seed))

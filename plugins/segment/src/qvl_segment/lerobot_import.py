@@ -10,7 +10,6 @@ rename), so a user's folder is never overwritten and a killed conversion leaves 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qvl.data import digest
 from qvl.errors import UserError
 
 CONVERTER_VERSION = 1  # bump when what is written changes: it keys the reuse of a converted folder
@@ -53,7 +53,7 @@ def convert_lerobot(source: str | Path, target: str | Path, *, camera_key: str |
     columns = [subtask_column] + ([skill_column] if skill_column else [])
     _check_columns(source, dataset, columns)
     fingerprint = {"format": "segment-lerobot-import", "version": CONVERTER_VERSION, "source": str(source.resolve()),
-                   "source_info": _digest((source / "meta" / "info.json").read_bytes()), "camera": camera,
+                   "source_info": digest((source / "meta" / "info.json").read_bytes()), "camera": camera,
                    "subtask_column": subtask_column, "skill_column": skill_column, "fps": fps}
     try:
         return build_directory(target, lambda out: _write(out, dataset, camera, subtask_column, skill_column, fps),
@@ -63,10 +63,6 @@ def convert_lerobot(source: str | Path, target: str | Path, *, camera_key: str |
                                         f"camera {camera}) into {target}")
     finally:
         dataset.close()
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _check_columns(source: Path, dataset: Any, columns: Sequence[str]) -> None:
@@ -92,7 +88,7 @@ def subtask_names(root: Path) -> dict[int, str]:
     The table pairs an integer column (the index) with a text column, whatever their names (as
     ``tasks.parquet`` does, the text may be stored as the pandas index).
     """
-    from qvl.lerobot.layout import read_jsonl, read_parquet
+    from qvl.lerobot import read_jsonl, read_parquet
 
     for name in SUBTASK_TABLES:
         path = root / name

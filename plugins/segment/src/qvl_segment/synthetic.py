@@ -22,7 +22,6 @@ the episodes perform no skill.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from qvl.config import fraction, positive
+from qvl.data import digest, settings_fingerprint
 
 if TYPE_CHECKING:
     from qvl.build import SyntheticData
@@ -93,15 +93,15 @@ class SyntheticSettings:
 
 def fingerprint(settings: SyntheticSettings, seed: int) -> dict[str, Any]:
     """Everything the written data set depends on."""
-    return {"format": "segment-synthetic", "version": VERSION, "seed": seed, **attrs.asdict(settings)}
+    return settings_fingerprint(settings, format="segment-synthetic", version=VERSION, seed=seed)
 
 
 def dataset_key(settings: SyntheticSettings, seed: int) -> str:
     """The cache folder name: readable settings plus a digest of all of them."""
-    digest = hashlib.sha1(json.dumps(fingerprint(settings, seed), sort_keys=True).encode()).hexdigest()[:10]
     width, height = settings.image_size
     return (f"segment-synthetic-v{VERSION}-{settings.episodes}ep-{settings.min_frames}-{settings.max_frames}f-"
-            f"{width}x{height}{'-video' if settings.video else ''}-s{seed}-{digest}")
+            f"{width}x{height}{'-video' if settings.video else ''}-s{seed}-"
+            f"{digest(fingerprint(settings, seed), 10, algorithm='sha1')}")
 
 
 def synthetic_data(settings: SyntheticSettings, seed: int) -> SyntheticData:
