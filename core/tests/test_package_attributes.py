@@ -28,6 +28,11 @@ def test_every_public_module_is_an_attribute(name):
     assert module.__name__ == f"qvl.{name}" and name in dir(qvl)
 
 
+@pytest.mark.parametrize("name", sorted(qvl.PUBLIC_CLASSES))
+def test_the_public_classes_are_top_level_names(name):
+    assert getattr(qvl, name) is getattr(__import__(qvl.PUBLIC_CLASSES[name], fromlist=[name]), name)
+
+
 def test_an_unknown_attribute_is_an_attribute_error_naming_it():
     with pytest.raises(AttributeError, match="'no_such_thing'"):
         qvl.no_such_thing  # noqa: B018

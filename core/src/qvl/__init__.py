@@ -8,7 +8,7 @@ each is imported on first use (PEP 562), so ``qvl --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import Any
 
 from qvl.cache import cache_dir
 from qvl.errors import UserError
@@ -20,19 +20,26 @@ __version__ = "0.1.0"
 # the modules a plugin may use; everything else under qvl is the core's own
 PUBLIC_MODULES = frozenset({
     "answer_probabilities", "backbone", "build", "chat", "config", "data", "decoding", "errors",
-    "features", "hookspec", "jsonl", "lerobot", "prepared", "scoring", "shards", "task", "testing",
+    "features", "hookspec", "jsonl", "lerobot", "prepared", "report", "samples", "scoring", "shards", "task",
+    "testing",
 })
+# classes a plugin names often, at the top level too: qvl.Samples, qvl.EvalResult
+PUBLIC_CLASSES = {"Samples": "qvl.samples", "EvalResult": "qvl.report"}
 
-__all__ = ["Task", "UserError", "__version__", "cache_dir", "hookimpl", *sorted(PUBLIC_MODULES)]
+__all__ = ["Task", "UserError", "__version__", "cache_dir", "hookimpl", *sorted(PUBLIC_CLASSES),
+           *sorted(PUBLIC_MODULES)]
 
 
-def __getattr__(name: str) -> ModuleType:
+def __getattr__(name: str) -> Any:
     if name in PUBLIC_MODULES:
-        module = importlib.import_module(f"qvl.{name}")
-        globals()[name] = module  # later lookups skip this function
-        return module
-    raise AttributeError(f"module 'qvl' has no attribute {name!r}")
+        value: Any = importlib.import_module(f"qvl.{name}")
+    elif name in PUBLIC_CLASSES:
+        value = getattr(importlib.import_module(PUBLIC_CLASSES[name]), name)
+    else:
+        raise AttributeError(f"module 'qvl' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | PUBLIC_MODULES)
+    return sorted(set(globals()) | PUBLIC_MODULES | set(PUBLIC_CLASSES))

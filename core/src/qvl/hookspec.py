@@ -22,8 +22,9 @@ Conventions, as in pytest's ``hookspec.py``:
   task-level implementation to start with ``if task.name != MY_TASK: return None``).
 * **History.** API 1: the hooks up to :func:`evaluate`. API 2: :func:`report_predictions`. API 3:
   :func:`uses_backbone`, :func:`param_groups`, :func:`validate`, task stages and ``stage``
-  values beyond train/eval/predict. API 4: owner-only dispatch (``QVL_HOOK_API``) and the
-  ``extend`` argument of :func:`register_tasks`.
+  values beyond train/eval/predict. API 4: owner-only dispatch (``QVL_HOOK_API``), the
+  ``extend`` argument of :func:`register_tasks`, :class:`qvl.samples.Samples` and the ``info``
+  argument of :func:`evaluate` and :func:`report_predictions`.
 * Heavy imports (torch, transformers) belong inside hook bodies, never at a plugin module's top
   level: ``qvl --help``, ``qvl tasks`` and ``qvl plugins`` import every plugin.
 """
@@ -120,9 +121,10 @@ def build_dataset(task: Task, config: RunConfig, split: str) -> Sequence[dict[st
     :param config: the effective run configuration; ``config.task`` is the task's own config.
     :param split: ``"train"``, ``"val"``, ``"test"``, or ``"predict"`` (for ``predict``, read
         ``config.predict.input`` when set).
-    :returns: a map-style sequence (``len`` and integer indexing) of sample dicts. A sample may
-        carry an ``"id"`` key, which the runner records with each prediction. Stops at the first
-        non-None result.
+    :returns: a map-style sequence (``len`` and integer indexing) of sample dicts, best a
+        :class:`qvl.samples.Samples` whose ``info`` carries what :func:`evaluate` needs about the
+        whole split (it arrives there as the ``info`` argument). A sample may carry an ``"id"`` key,
+        which the runner records with each prediction. Stops at the first non-None result.
     """
 
 
@@ -268,6 +270,7 @@ def evaluate(
     predictions: list[dict[str, Any]],
     dataset: Sequence[dict[str, Any]],
     out_dir: Path,
+    info: Any,
 ) -> dict[str, Any] | None:
     """Score predictions against the references of the evaluated split.
 
@@ -276,8 +279,11 @@ def evaluate(
     :param predictions: :func:`decode`'s outputs, aligned with ``dataset`` (``predictions[i]``
         belongs to ``dataset[i]``).
     :param dataset: the evaluated split, as :func:`build_dataset` returned it (during training's
-        validation: its first ``train.eval_samples`` samples, with the data set's other attributes).
+        validation: its first ``train.eval_samples`` samples).
     :param out_dir: a directory to write plots or tables into.
+    :param info: the split's ``info`` when :func:`build_dataset` returned a
+        :class:`qvl.samples.Samples`, else ``None``; the whole split's, also when ``dataset`` holds
+        only its first samples (added in API 4).
     :returns: a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
         the runner writes it to ``eval.json`` and prints it. A metrics dict too large to read as a
         listing may carry a readable summary as a string under ``"report"``: ``qvl run TASK eval``
@@ -292,6 +298,7 @@ def report_predictions(
     predictions: list[dict[str, Any]],
     dataset: Sequence[dict[str, Any]],
     out_dir: Path,
+    info: Any,
 ) -> dict[str, Any] | None:
     """Write what a person would rather look at than ``predictions.jsonl`` (added in API version 2).
 
@@ -304,6 +311,7 @@ def report_predictions(
     :param predictions: :func:`decode`'s outputs, aligned with ``dataset``.
     :param dataset: the predicted samples, as :func:`build_dataset` returned them for ``"predict"``.
     :param out_dir: the prediction directory to write files into.
+    :param info: the split's ``info`` (see :func:`evaluate`; added in API 4).
     :returns: a JSON-serialisable summary, saved as ``summary.json`` and printed, or ``None``.
         Stops at the first non-None result.
     """

@@ -7,15 +7,17 @@ It is registered exactly like a third-party plugin (see ``qvl.plugins.DEFAULT_PL
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from qvl.config import positive
+from qvl.data import image_folder
 from qvl.errors import UserError
 from qvl.markers import hookimpl
+from qvl.report import accuracy, majority_class, pyplot
+from qvl.samples import Samples
 from qvl.task import Task
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ PALETTE = {
     "purple": (130, 40, 170),
     "orange": (245, 140, 20),
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def _known_colors(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -89,46 +90,36 @@ def render_sample(rng: Any, size: int, color: str) -> Any:
     return Image.fromarray(pixels.astype("uint8"), "RGB")
 
 
-def synthetic_split(config: ColorsConfig, split: str, seed: int) -> list[dict[str, Any]]:
-    import numpy as np
-
+def split_colors(config: ColorsConfig, split: str) -> list[str]:
+    """The colour of every sample of a split, in order (cycling through ``colors``)."""
     counts = {"train": config.train_samples, "val": config.val_samples, "test": config.test_samples}
     if split not in counts:
         raise UserError(f"task colors has splits train, val, test; got {split!r}")
-    offset = {"train": 0, "val": 1, "test": 2}[split]
-    rng = np.random.default_rng([seed, offset])
-    samples = []
-    for index in range(counts[split]):
-        color = config.colors[index % len(config.colors)]
-        samples.append({"id": f"{split}-{index:05d}", "image": render_sample(rng, config.image_size, color),
-                        "color": color})
-    return samples
+    return [config.colors[index % len(config.colors)] for index in range(counts[split])]
 
 
-def image_folder(path: Path) -> list[dict[str, Any]]:
-    """Samples for ``predict.input``: one image file, or every image in a folder."""
-    from PIL import Image, UnidentifiedImageError
+@attrs.frozen
+class ColorsInfo:
+    """What scoring needs about a split besides its samples: the training split's majority colour."""
 
-    if not path.exists():
-        raise UserError(f"predict.input = {str(path)!r}: no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-    if not files:
-        raise UserError(f"predict.input = {str(path)!r}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    samples = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                samples.append({"id": file.name, "image": image.convert("RGB")})
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"{file}: not a readable image ({exc})") from None
-    return samples
+    majority: str
+
+
+def synthetic_split(config: ColorsConfig, split: str, seed: int) -> Samples[ColorsInfo]:
+    import numpy as np
+
+    colors = split_colors(config, split)
+    rng = np.random.default_rng([seed, {"train": 0, "val": 1, "test": 2}[split]])
+    samples = [{"id": f"{split}-{index:05d}", "image": render_sample(rng, config.image_size, color), "color": color}
+               for index, color in enumerate(colors)]
+    return Samples(samples, ColorsInfo(majority=majority_class(split_colors(config, "train"))))
 
 
 @hookimpl
 def build_dataset(task: Task, config: RunConfig, split: str) -> list[dict[str, Any]] | None:
     if split == "predict":
         if config.predict.input:
-            return image_folder(Path(config.predict.input))
+            return image_folder(config.predict.input, what=f"predict.input = {config.predict.input!r}")
         split = config.predict.split
     return synthetic_split(config.task, split, config.seed)
 
@@ -174,12 +165,8 @@ def decode(task: Task, config: RunConfig, backbone: Backbone, batch: dict[str, A
 
 
 def plot_per_color(per_color: dict[str, float], baseline: float, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=120)
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
     names = list(per_color)
     axis.bar(names, [per_color[n] for n in names], color=[tuple(c / 255 for c in PALETTE[n]) for n in names],
              edgecolor="black", linewidth=0.6)
@@ -194,23 +181,21 @@ def plot_per_color(per_color: dict[str, float], baseline: float, out: Path) -> N
 
 
 @hookimpl
-def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+def evaluate(task: Task, config: RunConfig, predictions: list[dict], dataset: Any, out_dir: Path,
+             info: ColorsInfo) -> dict[str, Any] | None:
     truth = [sample["color"] for sample in dataset]
     answers = [p["answer"] for p in predictions]
-    correct = sum(a == t for a, t in zip(answers, truth))
     invalid = sum(a not in config.task.colors for a in answers)
-    train_colors = Counter(s["color"] for s in synthetic_split(config.task, "train", config.seed))
-    majority = train_colors.most_common(1)[0][0]
+    majority = info.majority
     per_color = {
         color: sum(a == t for a, t in zip(answers, truth) if t == color) / max(1, truth.count(color))
         for color in config.task.colors
     }
-    baseline = truth.count(majority) / max(1, len(truth))
+    baseline = accuracy(truth, [majority] * len(truth))
     plot_per_color(per_color, baseline, Path(out_dir) / "per_color_accuracy.png")
     return {
         "samples": len(truth),
-        "accuracy": correct / max(1, len(truth)),
+        "accuracy": accuracy(truth, answers),
         "invalid_rate": invalid / max(1, len(truth)),
         "per_color_accuracy": per_color,
         "baselines": {"majority_class": {"answer": majority, "accuracy": baseline}},

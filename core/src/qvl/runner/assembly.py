@@ -11,6 +11,7 @@ import attrs
 from qvl.config import RunConfig
 from qvl.errors import UserError
 from qvl.runner.checkpoint import load_head, restore_config
+from qvl.samples import Samples
 from qvl.task import Task
 
 
@@ -48,14 +49,16 @@ def checked_dataset(call: Callable[..., Any], task: Task, config: RunConfig, spl
     if len(data) == 0:
         raise UserError(f"task {task.name!r}: split {split!r} has no samples")
     if limit is not None and limit < len(data):
-        data = FirstSamples(data, limit)
+        data = data.first(limit) if isinstance(data, Samples) else FirstSamples(data, limit)
     return data
 
 
 class FirstSamples(Sequence):
-    """The first ``limit`` samples of a data set, read on access like the data set itself (a task's
-    samples may carry frames: nothing is held in memory); any other attribute is the data set's own
-    (a task's ``evaluate`` may call its methods)."""
+    """The first ``limit`` samples of a data set that is not a :class:`qvl.samples.Samples`.
+
+    Kept for plugins written for hook API 3, whose ``evaluate`` may read attributes of the data set
+    they built: those are forwarded. Hook API 4 passes such things as ``Samples.info`` instead.
+    """
 
     def __init__(self, source: Sequence[Any], limit: int) -> None:
         self.source = source

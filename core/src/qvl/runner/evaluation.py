@@ -85,3 +85,22 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
+
+
+def scored(call: HookCall, task: Any, config: Any, predictions: list[dict[str, Any]], data: Sequence[Any],
+           out_dir: Any, required: bool = True, print_table: bool = False) -> dict[str, Any] | None:
+    """The task's ``evaluate`` as a JSON-ready dict; an :class:`qvl.report.EvalResult` also leaves its
+    ``comparison.md`` and ``comparison.png`` in ``out_dir`` (and its table on stderr if asked)."""
+    import sys
+
+    from qvl.report import EvalResult
+    from qvl.samples import info_of
+
+    result = call("evaluate", required=required, task=task, config=config, predictions=predictions, dataset=data,
+                  out_dir=out_dir, info=info_of(data))
+    if not isinstance(result, EvalResult):
+        return result
+    result.write(out_dir)
+    if print_table:
+        print("\n" + result.table(), file=sys.stderr)
+    return result.to_dict()

@@ -13,9 +13,10 @@ from qvl.config import RunConfig
 from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner.assembly import checked_dataset, load_parts
-from qvl.runner.evaluation import decode_dataset
+from qvl.runner.evaluation import decode_dataset, scored
 from qvl.runner.modules import mixed_precision
 from qvl.runner.rundir import RunDir, eprint
+from qvl.samples import info_of
 from qvl.task import Task
 
 
@@ -78,8 +79,7 @@ def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
     metrics = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        metrics = host.call("evaluate", task=task, config=config, predictions=predictions, dataset=data,
-                            out_dir=out_dir)
+        metrics = scored(host.call, task, config, predictions, data, out_dir, print_table=True)
         metrics = {**metrics, "checkpoint": used.name}
         _write_jsonl(out_dir / "predictions.jsonl", predictions)
         _write_json(out_dir / "eval.json", metrics)
@@ -99,7 +99,7 @@ def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
         _write_jsonl(out_dir / "predictions.jsonl", predictions)
         eprint(f"qvl: {len(predictions)} predictions written to {out_dir / 'predictions.jsonl'}")
         summary = host.call("report_predictions", required=False, task=task, config=config,
-                            predictions=predictions, dataset=data, out_dir=out_dir)
+                            predictions=predictions, dataset=data, out_dir=out_dir, info=info_of(data))
         if summary is not None:
             _write_json(out_dir / "summary.json", summary)
     accelerator.wait_for_everyone()

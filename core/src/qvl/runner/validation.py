@@ -29,7 +29,7 @@ class DefaultValidation:
     def validate(self, task: Any, config: Any, backbone: Any, head: Any, step: int, accelerator: Any,
                  out_dir: Path) -> dict[str, float]:
         from qvl.runner.assembly import checked_dataset
-        from qvl.runner.evaluation import dataset_loss, decode_dataset, flatten_metrics
+        from qvl.runner.evaluation import dataset_loss, decode_dataset, flatten_metrics, scored
 
         # compared by identity, not id(): an id can be reused by the next run's config in one process
         if self._data is None or self._data[0] != task.name or self._data[1] is not config:
@@ -43,8 +43,7 @@ class DefaultValidation:
         metrics = None
         if accelerator.is_main_process:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            metrics = self._call("evaluate", required=False, task=task, config=config, predictions=predictions,
-                                 dataset=data, out_dir=Path(out_dir))
+            metrics = scored(self._call, task, config, predictions, data, Path(out_dir), required=False)
         if accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
