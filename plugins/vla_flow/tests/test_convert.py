@@ -238,3 +238,20 @@ def test_convert_stage_resolves_its_folders(capture, tmp_path, monkeypatch, caps
     assert data_folder(config, capture.root) == tmp_path / "mine"
     convert_stage(config, None)
     assert load_action_space(tmp_path / "mine") == ActionSpace()
+
+
+def test_the_split_is_unchanged_by_qvl_data():
+    """Recorded and capture-tool episode names split as by vla_flow's own code (threshold, then dealt by
+    rank when a split is left empty) before it moved to qvl.data.split_items (digests computed with
+    that code, at commit a2fa36d)."""
+    import hashlib
+    import json
+
+    def names(n):
+        return [f"episode_{i:06d}" for i in range(n)]
+
+    expected = {(3, 0.1, 0.2): "1b49e54d2d8e545d", (10, 0.1, 0.2): "695e6f6b5bb2c085",
+                (40, 0.1, 0.1): "dc3d15c3666c1c99", (500, 0.1, 0.2): "c04e85c7def4eeff"}
+    for (n, val, test), digest in expected.items():
+        splits = split_episodes(names(n), val, test)
+        assert hashlib.sha256(json.dumps(splits).encode()).hexdigest()[:16] == digest, (n, val, test)

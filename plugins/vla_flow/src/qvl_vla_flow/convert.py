@@ -29,7 +29,6 @@ added or removed (:func:`split_episodes`).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sys
@@ -38,13 +37,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qvl.data import SPLITS, digest, split_items
 from qvl.errors import UserError
 
 from qvl_vla_flow.actions import VK_NAMES, ActionSpace
 from qvl_vla_flow.capture import META_FILE, align, read_episode
 from qvl_vla_flow.config import VlaFlowConfig
 
-SPLITS = ("train", "val", "test")
 ACTION_SPACE_FILE = "action_space.json"
 REPORT_FILE = "convert_report.json"
 DATASET_DICT_FILE = "dataset_dict.json"  # what DatasetDict.save_to_disk writes
@@ -106,56 +105,19 @@ def fingerprint(recordings: str | Path, task: VlaFlowConfig) -> dict[str, Any]:
             "test_fraction": task.test_fraction}
 
 
-def digest(fingerprint: Any) -> str:
-    """16 hex digits of a fingerprint (the cache folder's name)."""
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def split_position(name: str) -> float:
-    """A number in ``[0, 1)`` from a hash of the episode's name (the same on every machine)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2.0**64
-
-
 def split_episodes(names: Sequence[str], val_fraction: float, test_fraction: float) -> dict[str, list[str]]:
     """The episode names by split (``train``, ``val``, ``test``; order kept).
 
-    Each episode goes by its :func:`split_position`: below ``test_fraction`` to test, below
-    ``test_fraction + val_fraction`` to val, else train; so an episode keeps its split when others
-    come and go. When that leaves train empty, or (with 3 episodes or more) leaves val or test empty
-    although its fraction is above 0, the episodes are instead dealt by rank of that position:
-    the lowest to test, the next to val (at least one each), the rest (at least one) to train.
+    Each episode goes by a hash of its name alone (:func:`qvl.data.assign_split`): below
+    ``test_fraction`` to test, below ``test_fraction + val_fraction`` to val, else train; so an
+    episode keeps its split when others come and go. When that leaves train empty, or (with 3
+    episodes or more) leaves val or test empty although its fraction is above 0, the episodes are
+    instead dealt by rank of that position: the lowest to test, the next to val (at least one
+    each), the rest (at least one) to train (``fill_empty``).
 
     :raises UserError: the fractions leave nothing to train on.
     """
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
-        raise UserError(f"task.val_fraction {val_fraction} and task.test_fraction {test_fraction}: expected "
-                        "fractions >= 0 with a sum below 1 (episodes must be left to train on)")
-    positions = {name: split_position(name) for name in names}
-    if len(positions) != len(names):
-        raise ValueError("episode names must be unique")
-
-    def by_threshold(name: str) -> str:
-        position = positions[name]
-        if position < test_fraction:
-            return "test"
-        return "val" if position < test_fraction + val_fraction else "train"
-
-    chosen = {name: by_threshold(name) for name in names}
-    counts = Counter(chosen.values())
-    n = len(names)
-    needs = {"val": val_fraction > 0 and n >= 3, "test": test_fraction > 0 and n >= 3}
-    if (n and not counts["train"]) or any(needs[split] and not counts[split] for split in ("val", "test")):
-        least_test, least_val = int(needs["test"]), int(needs["val"])
-        n_test, n_val = max(round(n * test_fraction), least_test), max(round(n * val_fraction), least_val)
-        while n_test + n_val > n - 1:  # keep one to train on (n >= 3 whenever a least is 1)
-            if n_val > least_val and (n_val >= n_test or n_test <= least_test):
-                n_val -= 1
-            else:
-                n_test -= 1
-        ranked = sorted(names, key=lambda name: (positions[name], name))
-        chosen = {name: "test" if i < n_test else "val" if i < n_test + n_val else "train"
-                  for i, name in enumerate(ranked)}
-    return {split: [name for name in names if chosen[name] == split] for split in SPLITS}
+    return split_items(names, val_fraction, test_fraction, fill_empty=True)
 
 
 # -- converting ------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ and only when a folder is missing or to fingerprint the weights.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 import qvl
+from qvl.data import digest
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
@@ -81,7 +81,7 @@ def data_key(folder: Path) -> dict[str, Any]:
     """What identifies a converted data set's content (its marker records its own fingerprint)."""
     marker = folder / ".qvl.json"
     content = marker.read_bytes() if marker.exists() else str(sorted(p.name for p in folder.iterdir())).encode()
-    return {"data": str(folder.resolve()), "marker": hashlib.sha256(content).hexdigest()[:32]}
+    return {"data": str(folder.resolve()), "marker": digest(content, 32)}
 
 
 def build_store(config: RunConfig, folder: Path, dataset: Any, *, progress: bool = True) -> FeatureStore:

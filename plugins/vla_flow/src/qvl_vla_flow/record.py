@@ -32,7 +32,6 @@ in :data:`SUPPORTED_ENVS`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import io
 import json
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
+from qvl.data import digest
 from qvl.errors import UserError
 from qvl_vla_flow.actions import MINIWORLD_KEYS, VK_CODES, ActionSpace
 from qvl_vla_flow.config import RecordSettings
@@ -378,8 +378,7 @@ def _existing_stats(out: Path) -> list[dict[str, Any]]:
 
 def settings_digest(settings: RecordSettings) -> str:
     """What names a recording: its settings and the expert's version (new behaviour, new folder)."""
-    key = {**attrs.asdict(settings), "expert": EXPERT_VERSION}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({**attrs.asdict(settings), "expert": EXPERT_VERSION})
 
 
 def recordings_folder(config: RunConfig) -> Path:
