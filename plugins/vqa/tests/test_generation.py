@@ -318,3 +318,18 @@ def test_a_users_folder_is_refused_and_left_untouched(tmp_path):
                           **STORE)
     assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(f".my_data{PARTIAL_TAG}*"))
+
+
+def test_the_split_is_unchanged_by_qvl_data():
+    """Trajectories split as by vqa's own code (shuffled within quality labels, evenly spread test and
+    val positions) before the spread moved to qvl.data.split_items (digests computed with that code,
+    at commit a2fa36d)."""
+    import hashlib
+    import json
+
+    expected = {(30, 4, 0.1, 0.15, 0): "429555833259cfd0", (100, 4, 0.1, 0.15, 0): "4e6e743e86fea54a",
+                (5, 6, 0.25, 0.25, 1): "05cf53898ed77b2c", (3, 4, 0.1, 0.15, 0): "922481289795d4df"}
+    for (per_task, tasks, val, test, seed), digest in expected.items():
+        splits = split_trajectories(fake_trajectories(per_task=per_task, tasks=tasks), val, test, seed)
+        chosen = {name: [t.id for t in part] for name, part in splits.items()}
+        assert hashlib.sha256(json.dumps(chosen).encode()).hexdigest()[:16] == digest, (per_task, tasks, seed)

@@ -6,12 +6,12 @@ Both are built once and reused: ``train`` on a fresh machine writes the syntheti
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import qvl
+from qvl.data import digest
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
@@ -58,8 +58,8 @@ def dataset_dir(config: RunConfig, store: TrajectoryStore) -> Path:
     """``task.output_path``, else a folder in qvl's cache named after what the rows depend on."""
     if config.task.output_path:
         return Path(config.task.output_path).expanduser()
-    digest = hashlib.sha1(json.dumps(dataset_fingerprint(config, store), sort_keys=True, default=str).encode())
-    return qvl.cache_dir() / "datasets" / f"vqa-{config.task.num_samples}-s{config.seed}-{digest.hexdigest()[:10]}"
+    key = digest(dataset_fingerprint(config, store), 10, algorithm="sha1")
+    return qvl.cache_dir() / "datasets" / f"vqa-{config.task.num_samples}-s{config.seed}-{key}"
 
 
 def generated_dataset(config: RunConfig) -> tuple[Path, TrajectoryStore]:

@@ -19,7 +19,6 @@ frame indices to show.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pyarrow as pa
 
+from qvl.data import SPLITS, digest, split_items, write_json
 from qvl.errors import UserError
 from qvl_vqa.config import QUALITY_LABELS, SAMPLE_TYPES, STRATEGIES
 from qvl_vqa.trajectories import Trajectory
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from qvl_vqa.config import VqaConfig
 
 GENERATOR_VERSION = 1  # of the sampling code: bump when the same settings would give other rows
-SPLITS = ("train", "val", "test")
 MAX_ATTEMPTS = 100  # draws of a strategy's anchor trajectory before drawing among the feasible ones
 
 PROMPTS = {
@@ -171,9 +170,10 @@ def split_trajectories(trajectories: Sequence[Trajectory], val_fraction: float, 
     """Assign each trajectory to train, val or test, per task, stable given the seed.
 
     A task's trajectories are shuffled within each quality label and laid out label after label;
-    test and then val take evenly spread positions of that list, so every split gets a similar
-    mix of qualities. A task with at least 3 trajectories gives val and test at least one each
-    (when their fraction is not 0); train always keeps at least one.
+    test and then val take evenly spread positions of that list (:func:`qvl.data.split_items`,
+    ``method="spread"``), so every split gets a similar mix of qualities. A task with at least 3
+    trajectories gives val and test at least one each (when their fraction is not 0); train
+    always keeps at least one.
 
     :returns: per split, its trajectories sorted by id.
     """
@@ -194,28 +194,9 @@ def split_trajectories(trajectories: Sequence[Trajectory], val_fraction: float, 
             group = [t for t in members if t.quality_label == label]
             rng.shuffle(group)
             ordered.extend(group)
-        n = len(ordered)
-        n_test, n_val = _held_out(n, test_fraction), _held_out(n, val_fraction)
-        while n_test + n_val > n - 1 and n_test + n_val > 0:  # train keeps at least one
-            if n_val >= n_test:
-                n_val -= 1
-            else:
-                n_test -= 1
-        test = _spread(n, n_test)
-        rest = [i for i in range(n) if i not in test]
-        val = {rest[i] for i in _spread(len(rest), n_val)}
-        for i, trajectory in enumerate(ordered):
-            splits["test" if i in test else "val" if i in val else "train"].append(trajectory)
+        for name, part in split_items(ordered, val_fraction, test_fraction, method="spread").items():
+            splits[name].extend(part)
     return {name: sorted(members, key=lambda t: t.id) for name, members in splits.items()}
-
-
-def _held_out(n: int, fraction: float) -> int:
-    count = round(n * fraction)
-    return max(count, 1) if fraction > 0 and n >= 3 else count
-
-
-def _spread(n: int, count: int) -> set[int]:
-    return {int((k + 0.5) * n / count) for k in range(count)} if count else set()
 
 
 def split_sizes(num_samples: int, val_fraction: float, test_fraction: float,
@@ -614,9 +595,7 @@ def _finished(job: _Job, shard: _Shard) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1, sort_keys=True, default=str)
 
 
 _WORKER_JOB: list[_Job] = []
@@ -658,7 +637,7 @@ def generate(trajectories: Sequence[Trajectory], settings: GenerationSettings, o
     for note in plan.notes:
         print(f"qvl-vqa: warning: {note}", file=sys.stderr)
     fingerprint = generation_fingerprint(settings, store_root, store_fingerprint)
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = digest(fingerprint)
     job = _Job(plan=plan, out=out, key=key)
     shards = _shards(plan)
     for folder in (*SPLITS, SHARD_RECORDS):
@@ -753,7 +732,7 @@ def _finish(out: Path, plan: GenerationPlan, shards: Sequence[_Shard], summary: 
         mine = [s for s in shards if s.split == split]
         _write_json(out / split / "state.json", {
             "_data_files": [{"filename": s.filename} for s in mine],
-            "_fingerprint": hashlib.sha256(f"{key}/{split}".encode()).hexdigest()[:16],
+            "_fingerprint": digest(f"{key}/{split}".encode()),
             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
             "_output_all_columns": False, "_split": split})
         datasets.DatasetInfo(features=features, description="qvl-vqa generated samples").write_to_directory(

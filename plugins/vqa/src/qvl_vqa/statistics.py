@@ -7,10 +7,11 @@ written as ``stats.json`` and ``stats.png``. Only the few small columns are read
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from qvl.data import write_json
 
 COLUMNS = ("sample_type", "data_gen_strategy", "task", "data_source", "answer")
 
@@ -42,7 +43,7 @@ def dataset_statistics(dataset_dir: Path, out_dir: Path, *, echo: bool = True) -
     stats["dataset"] = str(dataset_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    write_json(out_dir / "stats.json", stats, indent=1)
     _plot(stats, out_dir / "stats.png")
     if echo:
         print(format_table(stats))

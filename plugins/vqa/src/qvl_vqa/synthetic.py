@@ -13,13 +13,13 @@ v3.0 copy under ``lerobot/`` (camera ``observation.images.main``, a per-frame ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import attrs
+from qvl.data import digest, settings_fingerprint
 from qvl.errors import UserError
 
 from qvl_vqa.config import QUALITY_LABELS, SyntheticConfig
@@ -61,13 +61,13 @@ DISTRACTORS = ((125, 95, 65), (95, 115, 95), (105, 105, 140), (150, 130, 110), (
 
 def fingerprint(spec: SyntheticConfig, seed: int) -> dict[str, Any]:
     """Everything the written store depends on."""
-    return {"format": "vqa-synthetic-store", "version": VERSION, "seed": seed, **attrs.asdict(spec)}
+    return settings_fingerprint(spec, format="vqa-synthetic-store", version=VERSION, seed=seed)
 
 
 def store_key(spec: SyntheticConfig, seed: int) -> str:
     """The cache folder name: readable settings plus a digest of all of them."""
-    digest = hashlib.sha1(json.dumps(fingerprint(spec, seed), sort_keys=True).encode()).hexdigest()[:10]
-    return f"vqa-synthetic-v{VERSION}-{spec.tasks}x{spec.trajectories_per_task}-{spec.size}px-s{seed}-{digest}"
+    return (f"vqa-synthetic-v{VERSION}-{spec.tasks}x{spec.trajectories_per_task}-{spec.size}px-s{seed}-"
+            f"{digest(fingerprint(spec, seed), 10, algorithm='sha1')}")
 
 
 def synthetic_data(spec: SyntheticConfig, seed: int) -> Any:

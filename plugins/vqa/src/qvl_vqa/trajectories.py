@@ -433,7 +433,7 @@ class NpzStore(TrajectoryStore):
 
 
 def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list]:
-    from qvl.jsonl import read_objects
+    from qvl.data import read_objects
 
     return read_objects(path), []
 
@@ -508,7 +508,7 @@ class LeRobotStore(TrajectoryStore):
 
     def _last_progress(self, source: Any) -> dict[int, float]:
         """episode -> its progress at the last frame, reading only the needed columns of each data file."""
-        from qvl.lerobot.layout import read_parquet
+        from qvl.lerobot import read_parquet
 
         wanted = {e.index for e in source.episodes}
         last: dict[int, tuple[int, float]] = {}
