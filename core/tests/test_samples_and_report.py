@@ -81,3 +81,54 @@ def test_majority_class_and_accuracy():
     assert accuracy(["a", "b"], ["a", "c"]) == 0.5 and accuracy([], []) == 0.0
     with pytest.raises(ValueError, match="no training labels"):
         majority_class([])
+
+
+def test_eval_result_in_a_tasks_own_schema_metrics_at_the_top_nested_columns_variants(tmp_path):
+    model = {"mse": 0.25, "progress": {"mae": 12.5, "mae_ci95": [10.0, 15.0]}}
+    result = EvalResult(model=model, baselines={"mean": {"mse": 0.5, "progress": {"mae": 20.0}},
+                                                "sizes": {"opening_px": 30.0}},  # no column: not a row
+                        variants={"greedy_answers": {"progress": {"mae": 14.0}}},
+                        intervals={"model": {"progress/mae": (10.0, 15.0)}}, intervals_in_json=False,
+                        paired_differences={"progress/mae": {"mean": -7.5}}, extra={"samples": 8},
+                        columns=[("mse", "MSE"), ("progress/mae", "progress MAE")],
+                        titles={"greedy_answers": "model, greedy answers"}, model_key=None)
+    assert result.table().splitlines()[2:] == ["| model | 0.250 | 12.500 [10.000, 15.000] |",
+                                               "| model, greedy answers | - | 14.000 |",
+                                               "| mean | 0.500 | 20.000 |"]
+    assert result.to_dict() == {**model, "greedy_answers": {"progress": {"mae": 14.0}},
+                                "baselines": result.baselines, "paired_differences": {"progress/mae": {"mean": -7.5}},
+                                "samples": 8}
+    assert EvalResult(model={"a": 1.0}, model_key="scores").to_dict() == {"scores": {"a": 1.0}, "baselines": {}}
+    result.write(tmp_path)
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_comparison_chart_wraps_many_metrics_into_rows(tmp_path):
+    from qvl.report import comparison_chart, pyplot
+
+    columns = [(f"m{k}", f"metric {k}") for k in range(13)]
+    comparison_chart({"model": {f"m{k}": k / 13 for k in range(13)}, "base": {"m0": 0.5}}, columns,
+                     tmp_path / "chart.png")
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "chart.png").size
+    assert height > width / 3  # three rows of five, not one strip of thirteen
+    assert pyplot() is pyplot()
+
+
+def test_confusion_chart_one_matrix_and_panels_through_confusion_axes(tmp_path):
+    from PIL import Image
+
+    from qvl.report import confusion_axes, confusion_chart, pyplot
+
+    out = confusion_chart([[3, 1, 0], [0, 2, 1], [0, 0, 4]], tmp_path / "confusion.png", "3 classes",
+                          xlabel="predicted bin", ylabel="true bin")
+    assert out == tmp_path / "confusion.png" and Image.open(out).size[0] > 200
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2)
+    confusion_axes(axes[0], [[1, 0], [2, 3]], "pairs", labels=["1", "2"])
+    confusion_axes(axes[1], [[0] * 20 for _ in range(20)], "empty, large")  # all zeros, no counts written
+    assert [t.get_text() for t in axes[0].texts] == ["1", "0", "2", "3"] and not axes[1].texts
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["1", "2"]
+    assert axes[0].get_xlabel() == "predicted" and axes[0].get_ylabel() == "true"
+    plt.close(figure)

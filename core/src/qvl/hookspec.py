@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
+    from qvl.report import EvalResult
     from qvl.task import Task
 
 HOOK_API_VERSION = 4
@@ -271,7 +272,7 @@ def evaluate(
     dataset: Sequence[dict[str, Any]],
     out_dir: Path,
     info: Any,
-) -> dict[str, Any] | None:
+) -> EvalResult | dict[str, Any] | None:
     """Score predictions against the references of the evaluated split.
 
     :param task: the task being run.
@@ -284,7 +285,9 @@ def evaluate(
     :param info: the split's ``info`` when :func:`build_dataset` returned a
         :class:`qvl.samples.Samples`, else ``None``; the whole split's, also when ``dataset`` holds
         only its first samples (added in API 4).
-    :returns: a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
+    :returns: a :class:`qvl.report.EvalResult` (the model's metrics, its baselines', intervals: the
+        runner writes ``eval.json`` from it and ``comparison.md`` / ``comparison.png`` beside it), or
+        a JSON-serialisable dict of metrics (numbers, or nested dicts such as baselines);
         the runner writes it to ``eval.json`` and prints it. A metrics dict too large to read as a
         listing may carry a readable summary as a string under ``"report"``: ``qvl run TASK eval``
         prints that instead (``eval.json`` keeps everything). Stops at the first non-None result.

@@ -63,8 +63,19 @@ class EvalResult:
         bootstrap interval; shown in the table as ``0.78 [0.70, 0.85]``.
     :param paired_differences: metric -> what the task reports for model minus each baseline.
     :param extra: further fields of ``eval.json`` (settings used, per-class numbers, ...).
-    :param columns: (metric key, title) of the table's columns; default: the model's numbers.
-    :param titles: row titles for baselines (default: their names).
+    :param columns: (metric key, title) of the table's columns; default: the model's numbers. A key
+        ``"progress/mae"`` reads ``metrics["progress"]["mae"]`` when there is no key of that name.
+    :param titles: row titles for baselines and variants (default: their names).
+    :param variants: the model's metrics read another way (e.g. from its greedy answers where the
+        model answers from a distribution): rows after the model's, and each a field of ``eval.json``
+        under its own name.
+    :param model_key: the field of ``eval.json`` holding the model's metrics; ``None`` puts them at the
+        top level (the schema of tasks whose metrics are read as ``val/<metric>``).
+    :param intervals_in_json: whether ``eval.json`` gets an ``intervals`` field; ``False`` where the
+        metrics carry their intervals already and ``intervals`` only decorates the table.
+
+    A baseline (or variant) with no number in any of the table's columns (e.g. the sizes a set of
+    baselines used) stays in ``eval.json`` but is not a row.
     """
 
     model: dict[str, Any]
@@ -74,13 +85,22 @@ class EvalResult:
     extra: dict[str, Any] = attrs.field(factory=dict)
     columns: list[tuple[str, str]] | None = None
     titles: dict[str, str] = attrs.field(factory=dict)
+    variants: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    model_key: str | None = MODEL
+    intervals_in_json: bool = True
+
+    def systems(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Row title -> (system name as ``intervals`` knows it, metrics), in table order."""
+        columns = self.table_columns()
+        result = {MODEL: (MODEL, self.model)}
+        for name, scores in [*self.variants.items(), *self.baselines.items()]:
+            if isinstance(scores, dict) and any(_is_number(metric(scores, key)) for key, _ in columns):
+                result[self.titles.get(name, name)] = (name, scores)
+        return result
 
     def rows(self) -> dict[str, dict[str, Any]]:
-        """Row title -> metrics: the model, then every tabulated baseline."""
-        rows = {MODEL: self.model}
-        rows.update({self.titles.get(name, name): scores for name, scores in self.baselines.items()
-                     if isinstance(scores, dict)})
-        return rows
+        """Row title -> metrics: the model, its variants, then every tabulated baseline."""
+        return {title: scores for title, (_, scores) in self.systems().items()}
 
     def table_columns(self) -> list[tuple[str, str]]:
         if self.columns is not None:
@@ -90,20 +110,22 @@ class EvalResult:
     def table(self) -> str:
         """The comparison as a Markdown table (``comparison.md``, and what ``eval`` prints)."""
         columns = self.table_columns()
-        systems = {MODEL: MODEL, **{self.titles.get(name, name): name for name in self.baselines}}
         lines = ["| method | " + " | ".join(title for _, title in columns) + " |",
                  "|---|" + "---|" * len(columns)]
-        for title, scores in self.rows().items():
-            spans = self.intervals.get(systems.get(title, title), {})
-            cells = [_cell(scores.get(key), spans.get(key)) for key, _ in columns]
+        for title, (name, scores) in self.systems().items():
+            spans = self.intervals.get(name, {})
+            cells = [_cell(metric(scores, key), spans.get(key)) for key, _ in columns]
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON of ``eval.json``: ``model``, ``baselines``, then what is present of the rest."""
-        result: dict[str, Any] = {MODEL: self.model, "baselines": self.baselines}
-        if self.intervals:
-            result["intervals"] = {system: {metric: list(span) for metric, span in spans.items()}
+        """The JSON of ``eval.json``: ``model`` (or the model's metrics at the top level), its variants,
+        ``baselines``, then what is present of the rest."""
+        result: dict[str, Any] = dict(self.model) if self.model_key is None else {self.model_key: self.model}
+        result.update(self.variants)
+        result["baselines"] = self.baselines
+        if self.intervals and self.intervals_in_json:
+            result["intervals"] = {system: {name: list(span) for name, span in spans.items()}
                                    for system, spans in self.intervals.items()}
         if self.paired_differences:
             result["paired_differences"] = self.paired_differences
@@ -121,25 +143,88 @@ class EvalResult:
             comparison_chart(self.rows(), self.table_columns(), out_dir / "comparison.png")
 
 
+CHART_COLUMNS = 5  # bar charts side by side in comparison.png before it starts another row
+
+
 def comparison_chart(rows: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str]], out: Path,
                      title: str = "model vs baselines") -> None:
-    """One bar chart per metric, the model first; missing numbers are left out."""
+    """One bar chart per metric (at most ``CHART_COLUMNS`` a row), the model first, in red; missing
+    numbers are left out."""
     plt = pyplot()
-    columns = [(key, name) for key, name in columns if any(_is_number(r.get(key)) for r in rows.values())]
+    columns = [(key, name) for key, name in columns if any(_is_number(metric(r, key)) for r in rows.values())]
     if not columns:
         return
-    figure, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
-    colours = ["#d62728"] + ["#7f7f7f"] * (len(rows) - 1)
-    for axis, (key, name) in zip(axes[0], columns):
-        names = [n for n, r in rows.items() if _is_number(r.get(key))]
-        axis.bar(range(len(names)), [rows[n][key] for n in names], color=colours[:len(names)])
+    across = min(len(columns), CHART_COLUMNS)
+    down = math.ceil(len(columns) / across)
+    figure, axes = plt.subplots(down, across, figsize=(3.2 * across, 3.4 * down), squeeze=False)
+    for axis, (key, name) in zip(axes.flat, columns):
+        names = [n for n, r in rows.items() if _is_number(metric(r, key))]
+        axis.bar(range(len(names)), [metric(rows[n], key) for n in names],
+                 color=["#d62728" if n == MODEL else "#7f7f7f" for n in names])
         axis.set_xticks(range(len(names)))
         axis.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         axis.set_title(name, fontsize=9)
+    for axis in list(axes.flat)[len(columns):]:
+        axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
+
+
+def confusion_axes(axis: Any, matrix: Sequence[Sequence[int]], title: str, xlabel: str = "predicted",
+                   ylabel: str = "true", labels: Sequence[str] | None = None, counts: bool | None = None) -> Any:
+    """One confusion matrix (rows: truth, columns: prediction) drawn on ``axis``; returns the image.
+
+    :param labels: the classes' tick labels (default: 0, 1, ...).
+    :param counts: write each cell's count in it (default: for matrices of at most 12 classes).
+    """
+    rows = [list(row) for row in matrix]
+    n = len(rows)
+    image = axis.imshow(rows, cmap="Blues")
+    if counts if counts is not None else n <= 12:
+        peak = max((max(row) for row in rows if row), default=0) or 1
+        for r in range(n):
+            for c in range(len(rows[r])):
+                axis.text(c, r, str(rows[r][c]), ha="center", va="center", fontsize=8 if n > 6 else 10,
+                          color="white" if rows[r][c] > peak / 2 else "black")
+    ticks = range(n)
+    axis.set_xticks(ticks)
+    axis.set_yticks(ticks)
+    if labels is not None:
+        axis.set_xticklabels(labels)
+        axis.set_yticklabels(labels)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+    return image
+
+
+def confusion_chart(matrix: Sequence[Sequence[int]], out: Path, title: str, xlabel: str = "predicted",
+                    ylabel: str = "true", labels: Sequence[str] | None = None) -> Path:
+    """``out``: a PNG of one confusion matrix (rows: truth), each cell's count written in it, with a
+    colour bar. Several matrices in one picture: :func:`confusion_axes` on each of your axes."""
+    plt = pyplot()
+    n = len(matrix)
+    figure, axis = plt.subplots(figsize=(1.2 * n + 2, 1.1 * n + 1.5))
+    image = confusion_axes(axis, matrix, title, xlabel, ylabel, labels)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+    return Path(out)
+
+
+def metric(scores: dict[str, Any], key: str) -> Any:
+    """``scores[key]``, else for ``"a/b"`` ``scores["a"]["b"]`` (``None`` when absent)."""
+    if key in scores:
+        return scores[key]
+    value: Any = scores
+    for part in key.split("/"):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _is_number(value: Any) -> bool:

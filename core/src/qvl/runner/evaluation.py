@@ -90,7 +90,8 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 def scored(call: HookCall, task: Any, config: Any, predictions: list[dict[str, Any]], data: Sequence[Any],
            out_dir: Any, required: bool = True, print_table: bool = False) -> dict[str, Any] | None:
     """The task's ``evaluate`` as a JSON-ready dict; an :class:`qvl.report.EvalResult` also leaves its
-    ``comparison.md`` and ``comparison.png`` in ``out_dir`` (and its table on stderr if asked)."""
+    ``comparison.md`` and ``comparison.png`` in ``out_dir`` (and its table on stderr if asked, unless
+    the result carries its own readable ``report``, which ``qvl run TASK eval`` prints instead)."""
     import sys
 
     from qvl.report import EvalResult
@@ -101,6 +102,7 @@ def scored(call: HookCall, task: Any, config: Any, predictions: list[dict[str, A
     if not isinstance(result, EvalResult):
         return result
     result.write(out_dir)
-    if print_table:
+    metrics = result.to_dict()
+    if print_table and not isinstance(metrics.get("report"), str):
         print("\n" + result.table(), file=sys.stderr)
-    return result.to_dict()
+    return metrics
