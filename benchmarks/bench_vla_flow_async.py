@@ -35,7 +35,9 @@ def main() -> None:
 
     import numpy as np
 
-    from qvl_vla_flow.client import ActorStats, AsyncActor, ChunkQueue, PolicyClient
+    from qvl_vla_flow.async_actor import ActorStats, AsyncActor
+    from qvl_vla_flow.chunk_queue import ChunkQueue
+    from qvl_vla_flow.client import PolicyClient
     from qvl_vla_flow.server import PolicyServer
     from window_checking_backend import WindowCheckingBackend, step_frame
 

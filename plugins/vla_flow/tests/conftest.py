@@ -11,7 +11,7 @@ import pytest
 
 
 class CaptureFactory:
-    """Writes tiny episodes with :func:`qvl_vla_flow.capture.write_episode`.
+    """Writes tiny episodes with :func:`qvl_vla_flow.capture_format.write_episode`.
 
     Times are given in ms on the frame clock, relative to frame 0; they become QPC ticks from a
     base of ten hours of uptime. Events are given with ``at`` (frame-clock ms): their ``ts`` is
@@ -52,7 +52,7 @@ class CaptureFactory:
               colours: Sequence[int] | None = None, **meta: Any) -> Path:
         """One episode folder ``root/name``; ``events`` are dicts with ``ts`` already set (see
         :meth:`event`); frame ``i`` is coloured :meth:`colour` ``(colours[i])`` (default ``i``)."""
-        from qvl_vla_flow.capture import write_episode
+        from qvl_vla_flow.capture_format import write_episode
 
         size = size or self.SIZE
         colours = list(range(len(frame_ms))) if colours is None else list(colours)

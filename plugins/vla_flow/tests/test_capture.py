@@ -12,7 +12,8 @@ import pytest
 from qvl.errors import UserError
 
 from qvl_vla_flow.actions import VK_CODES, ActionSpace
-from qvl_vla_flow.capture import align, read_episode, write_episode
+from qvl_vla_flow.alignment import align
+from qvl_vla_flow.capture_format import read_episode, write_episode
 
 UP, DOWN, LEFT = VK_CODES["UP"], VK_CODES["DOWN"], VK_CODES["LEFT"]
 SPACE = ActionSpace()

@@ -14,7 +14,8 @@ from qvl.errors import UserError
 from qvl_vla_flow import record as rec
 from qvl_vla_flow.actions import (BUTTONS, MOUSE_DIMS, PRESSED, RELEASED, VK_CODES, ActionSpace, miniworld_action,
                                   normalise)
-from qvl_vla_flow.capture import align, read_episode, write_episode
+from qvl_vla_flow.alignment import align
+from qvl_vla_flow.capture_format import read_episode, write_episode
 from qvl_vla_flow.config import RecordSettings, VlaFlowConfig
 
 needs_sim = pytest.mark.skipif(importlib.util.find_spec("miniworld") is None,

@@ -11,9 +11,10 @@ import torch
 
 import qvl
 from qvl_vla_flow.actions import ActionSpace
-from qvl_vla_flow.executor import ActionQueue, MiniworldExecutor
+from qvl_vla_flow.executor import ActionQueue, MiniworldExecutor, executed_state
+from qvl_vla_flow.play import EpisodeResult, play
 from qvl_vla_flow.policy import VlaFlowPolicy
-from qvl_vla_flow.rollout import EpisodeResult, executed_state, play, summarise, wilson_interval
+from qvl_vla_flow.rollout_report import summarise, wilson_interval
 from qvl_vla_flow.session import PolicySession
 
 SPACE = ActionSpace()

@@ -18,7 +18,9 @@ from qvl import UserError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from qvl_vla_flow.client import AsyncActor, ChunkQueue, PolicyClient, PolicyServerError
+from qvl_vla_flow.async_actor import AsyncActor
+from qvl_vla_flow.chunk_queue import ChunkQueue
+from qvl_vla_flow.client import PolicyClient, PolicyServerError
 from qvl_vla_flow.samples import window_steps
 from qvl_vla_flow.server import PolicyServer
 from qvl_vla_flow.transport import TransportError, pack, unpack

@@ -1,4 +1,5 @@
-"""From action vectors to Miniworld: what a key state does in the simulator, and the chunk queue.
+"""From action vectors to Miniworld: what a key state does in the simulator, the chunk queue, and
+the state an executed action leaves.
 
 The policy predicts mouse-and-keyboard vectors (``actions.py``); Miniworld takes one discrete
 action per step. :class:`MiniworldExecutor` maps a vector the way Miniworld's manual control maps
@@ -10,6 +11,9 @@ would (it still counts towards the episode's time limit).
 :class:`ActionQueue` is the synchronous client's FIFO: a chunk of ``C`` actions comes in, only its
 first ``execute_steps`` go out before the policy is asked again (SmolVLA's finding: executing
 whole chunks open-loop loses most of the success rate).
+
+:func:`executed_state` is what the next state token shows once an action was executed: its keys
+and buttons as pressed or not (+-1), its mouse as predicted.
 """
 
 from __future__ import annotations
@@ -82,3 +86,14 @@ class ActionQueue:
         if not self._queue:
             raise IndexError("the action queue is empty: refill it from a new chunk")
         return self._queue.popleft()
+
+
+def executed_state(space: ActionSpace, action: np.ndarray) -> np.ndarray:
+    """The vector the next state token shows: binary channels as executed (+-1), mouse as predicted.
+
+    Training states are recorded actions, whose binary channels are exactly -1 or +1.
+    """
+    state = np.asarray(action, dtype=np.float32).copy()
+    binary = space.binary
+    state[binary] = np.where(state[binary] > 0, 1.0, -1.0)
+    return state

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 PRESET = "preset:qwen3-vl-2b"
 
 
-def memory_check(config: RunConfig, batch: int = 8, canvas: int = 384) -> dict[str, Any]:
+def memory_check(config: RunConfig, host: Any, task: qvl.Task, batch: int = 8, canvas: int = 384) -> dict[str, Any]:
+    """The peak memory of each phase; the backbone comes from the ``load_backbone`` hook (``host``, ``task``),
+    so a plugin that wraps or replaces it for this task is measured too."""
     import torch
 
     if not torch.cuda.is_available():
@@ -31,7 +33,6 @@ def memory_check(config: RunConfig, batch: int = 8, canvas: int = 384) -> dict[s
                             "visible here (torch.cuda.is_available() is False)")
     from PIL import Image
 
-    from qvl.backbone.loading import load
     from qvl.features import FeatureSpec, extract
 
     from qvl_vla_flow.model import build_policy
@@ -47,7 +48,8 @@ def memory_check(config: RunConfig, batch: int = 8, canvas: int = 384) -> dict[s
         report[phase] = {"allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3),
                          "reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 3)}
 
-    backbone = load(backbone_config, stage="features")
+    backbone = host.call("load_backbone", task=task, config=attrs.evolve(config, backbone=backbone_config),
+                         stage="memory-check")
     mark("backbone_loaded")
     spec = FeatureSpec(layer=config.task.feature_layer, pooling=config.task.feature_pooling,
                        text=config.task.feature_text, image_size=(canvas, canvas))
@@ -73,11 +75,11 @@ def memory_check(config: RunConfig, batch: int = 8, canvas: int = 384) -> dict[s
     return report
 
 
-def memory_check_stage(config: RunConfig) -> None:
+def memory_check_stage(config: RunConfig, host: Any, task: qvl.Task) -> None:
     import json
 
     gpu = attrs.evolve(config, task=attrs.evolve(config.task, hidden_dim=512, num_layers=8, num_heads=8))
-    report = memory_check(gpu)
+    report = memory_check(gpu, host, task)
     print(json.dumps(report, indent=2))
     peak = report["train_step"]["allocated_gb"]
     print(f"vla_flow memory-check: peak {peak:.2f} GB allocated for a training step at batch {report['batch']}, "

@@ -66,14 +66,9 @@ class PolicyBackend:
         return RemoteSession(session, self.instruction)
 
 
-def policy_token(configured: str) -> str | None:
-    import os
-
-    return configured or os.environ.get("QVL_POLICY_TOKEN") or None
-
-
 def serve_stage(config: RunConfig, head: Any, checkpoint: Any) -> None:
     """``qvl run vla_flow serve``: the run's checkpoint behind a websocket policy server, until Ctrl-C."""
+    from qvl_vla_flow.protocol import policy_token
     from qvl_vla_flow.rollout import rollout_instruction
     from qvl_vla_flow.server import PolicyServer
 

@@ -21,7 +21,7 @@ manual-control keys (``miniworld/manual_control.py``):
 Timestamps are QPC counts from a realistic base (hours of uptime); the input hook's clock runs
 ``offset_ms`` behind the grabber's: an event at frame-clock time ``t`` is written with
 ``ts = round((t - offset_ms) * qpc_freq / 1000) + base``. The files themselves are written by
-:func:`qvl_vla_flow.capture.write_episode`.
+:func:`qvl_vla_flow.capture_format.write_episode`.
 
 The expert reads the simulator's state (the agent's position and heading, the goal box) and turns
 toward the box while the heading error exceeds a threshold, else moves forward; a seeded share of
@@ -284,7 +284,7 @@ def episode_name(index: int) -> str:
 
 def record_episode(folder: Path, env: Any, settings: RecordSettings, index: int) -> dict[str, Any]:
     """Play episode ``index`` (``reset(seed=settings.seed + index)``) and write it into ``folder``."""
-    from qvl_vla_flow.capture import write_episode
+    from qvl_vla_flow.capture_format import write_episode
 
     seed = settings.seed + index
     rollout = run_expert(env, settings.env, seed, settings.max_steps, wander=settings.wander)

@@ -1,39 +1,9 @@
 """Serving a policy over websockets: one connection is one session, every message one msgpack map.
 
 The design follows openpi's websocket policy server (metadata on connect, numpy arrays as plain
-maps, no pickle: :mod:`qvl_vla_flow.transport`) with LeRobot's per-client policy state.
-
-Protocol (``C`` = ``backend.chunk_size``, ``A`` = ``backend.action_dim``, ``F`` =
-``backend.metadata["num_frames"]``):
-
-====================================================================  ==========================================
-client sends                                                          server answers
-====================================================================  ==========================================
-``{"type": "hello", "token": str|None, "session": str|None}``         ``{"type": "ready", "session": id,
-(first message of a connection)                                       "resumed": bool, "chunk_size": C,
-                                                                      "action_dim": A, "metadata": {...}}``
-``{"type": "reset", "request"?: int}``                                ``{"type": "reset_done", "request"?: int}``
-``{"type": "observe", "request": int, "step": int,``                  ``{"type": "chunk", "request": int,
-``"frames": [{"step": int, "image": uint8 [H, W, 3]}, ...],``         "step": int, "actions": float32 [C, A],
-``"state": float32 [A]}``                                             "server_ms": float}``
-anything malformed, oversized, of an unknown type, or a backend       ``{"type": "error", "request": int (when
-failure                                                               known), "message": str}``
-====================================================================  ==========================================
-
-``chunk.step`` is the observation's step: the timestep the chunk's first action is for.
-
-The policy reads a window of frames: at step ``t`` those of steps
-:func:`~qvl_vla_flow.samples.window_steps` ``(t, num_frames, frame_skip)`` (``t - 4, t - 2, t`` for
-3 frames 2 steps apart, clamped at 0); ``ready.metadata`` always holds ``num_frames`` and
-``frame_skip``. An observation carries only the frames of its window that this session has not had
-yet (the newest, of step ``t``, always; a client that asks every few steps still sends the frames
-of the steps in between that its windows read): ``frames`` holds 1 to ``F`` entries of distinct
-steps, each a step of the window of ``step``, one of them ``step`` itself, images all of one shape.
-The backend session keeps the frames it got by step (and forgets those no later window reads), so
-each frame crosses the network, and is encoded, once. Within a session (until a ``reset``) steps
-must not decrease: an observation for a step before the newest one seen is refused.
-``server_ms`` is the time from receiving the observation to having its chunk, waiting for the
-backend's worker thread included. Replies on one connection come in the order of the requests.
+maps, no pickle: :mod:`qvl_vla_flow.transport`) with LeRobot's per-client policy state. The
+messages, the window of frames an observation carries and the checks of them:
+:mod:`qvl_vla_flow.protocol`.
 
 Errors never stop the server, nor (except a refused hello) the connection: after an error reply the
 connection keeps serving, even when the bytes were not msgpack at all. Messages larger than
@@ -77,14 +47,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from qvl import UserError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from qvl_vla_flow.samples import window_steps
+from qvl_vla_flow.protocol import (PolicyBackend, PolicySessionLike, RejectedMessage, describe_value, error_reply,
+                                   is_int, observation_frames, request_id, window_geometry)
 from qvl_vla_flow.transport import DEFAULT_MAX_BYTES, TransportError, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -96,35 +67,6 @@ CLOSE_TRY_AGAIN = 1013
 HARD_LIMIT_FACTOR = 4
 
 
-class PolicySessionLike(Protocol):
-    """One client's policy state: the frames it has been sent, by step, and their cached features."""
-
-    def reset(self) -> None:
-        """Forgets everything seen so far (a new episode)."""
-
-    def act(self, frames: dict[int, np.ndarray], state: np.ndarray, step: int) -> np.ndarray:
-        """The action chunk ``float32 [C, A]`` starting at ``step``, from the window of frames ending at ``step``.
-
-        :param frames: step -> uint8 ``[H, W, 3]``: the frames that came with this observation (oldest first,
-            ``step`` among them); the rest of the window was sent with earlier ones and is the session's to keep.
-        :param state: float32 ``[A]``.
-        :param step: the newest frame's step; never below that of an earlier call since the last reset.
-        """
-
-
-class PolicyBackend(Protocol):
-    """What :class:`PolicyServer` serves: a model that opens per-client sessions."""
-
-    chunk_size: int
-    action_dim: int
-    # plain msgpack-able values, sent in every ``ready``; must hold the window geometry, ints
-    # ``num_frames`` >= 1 and ``frame_skip`` >= 1
-    metadata: dict[str, Any]
-
-    def open_session(self) -> PolicySessionLike:
-        """A fresh session (called on the worker thread)."""
-
-
 @dataclass
 class _Session:
     id: str
@@ -133,10 +75,6 @@ class _Session:
     policy: PolicySessionLike | None = None
     busy: bool = False
     newest_step: int = -1  # of the observations since the last reset
-
-
-class _Rejected(ValueError):
-    """A well-formed message the server will not act on (its text is the error reply)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -383,12 +321,12 @@ class PolicyServer:
             try:
                 message = unpack(data, max_bytes=self.max_message_bytes)
             except TransportError as exc:
-                await self._send(connection, _error(str(exc), None))
+                await self._send(connection, error_reply(str(exc), None))
                 continue
-            request = _request_id(message)
+            request = request_id(message)
             if message.get("type") != "hello":
-                await self._send(connection, _error(f"the first message must be a hello, got type "
-                                                    f"{message.get('type')!r}", request))
+                await self._send(connection, error_reply(f"the first message must be a hello, got type "
+                                                         f"{message.get('type')!r}", request))
                 continue
             if self._token is not None:
                 given = message.get("token")
@@ -407,7 +345,8 @@ class PolicyServer:
                 except Exception as exc:
                     log.exception("backend failed to open a session")
                     self._free(session, "backend failed to open it")
-                    await self._send(connection, _error(f"backend failed to open a session: {_describe(exc)}", request))
+                    await self._send(connection, error_reply(f"backend failed to open a session: {_describe(exc)}",
+                                                             request))
                     continue
             log.info("session %s %s (%d held)", session.id, "resumed" if resumed else "opened", len(self._sessions))
             try:
@@ -427,7 +366,7 @@ class PolicyServer:
         request: int | None = None
         try:
             message = unpack(data, max_bytes=self.max_message_bytes)
-            request = _request_id(message)
+            request = request_id(message)
             kind = message.get("type")
             if kind == "observe":
                 reply = await self._observe(session, message, request, started)
@@ -436,31 +375,32 @@ class PolicyServer:
                 await self._on_worker(session, session.policy.reset)
                 reply = {"type": "reset_done"} if request is None else {"type": "reset_done", "request": request}
             elif kind == "hello":
-                raise _Rejected("this connection already has a session (one hello per connection)")
+                raise RejectedMessage("this connection already has a session (one hello per connection)")
             else:
-                raise _Rejected(f"unknown message type {kind!r} (expected observe or reset)")
-        except (TransportError, _Rejected) as exc:
-            reply = _error(str(exc), request)
+                raise RejectedMessage(f"unknown message type {kind!r} (expected observe or reset)")
+        except (TransportError, RejectedMessage) as exc:
+            reply = error_reply(str(exc), request)
         except Exception as exc:
             log.exception("backend failed on session %s", session.id)
-            reply = _error(f"backend failed: {_describe(exc)}", request)
+            reply = error_reply(f"backend failed: {_describe(exc)}", request)
         await connection.send(pack(reply))
 
     async def _observe(self, session: _Session, message: dict[str, Any], request: int | None,
                        started: float) -> dict[str, Any]:
         if request is None:
-            raise _Rejected("an observe needs an int 'request' id")
+            raise RejectedMessage("an observe needs an int 'request' id")
         step, state = message.get("step"), message.get("state")
-        if not _is_int(step) or step < 0:
-            raise _Rejected(f"an observe needs an int 'step' >= 0, got {step!r}")
+        if not is_int(step) or step < 0:
+            raise RejectedMessage(f"an observe needs an int 'step' >= 0, got {step!r}")
         if step < session.newest_step:
-            raise _Rejected(f"step {step} is before step {session.newest_step}, already observed in this session; "
-                            "steps must not decrease within an episode (send a reset to start a new one)")
-        frames = self._frames(message.get("frames"), step)
+            raise RejectedMessage(f"step {step} is before step {session.newest_step}, already observed in this "
+                                  "session; steps must not decrease within an episode (send a reset to start a new "
+                                  "one)")
+        frames = observation_frames(message.get("frames"), step, self.num_frames, self.frame_skip)
         action_dim = int(self.backend.action_dim)
         if (not isinstance(state, np.ndarray) or state.dtype not in (np.float32, np.float64)
                 or state.shape != (action_dim,)):
-            raise _Rejected(f"'state' must be a float32 array [{action_dim}], got {_describe_value(state)}")
+            raise RejectedMessage(f"'state' must be a float32 array [{action_dim}], got {describe_value(state)}")
         session.newest_step = step
         actions = await self._on_worker(session, session.policy.act, frames, state.astype(np.float32, copy=False),
                                         step)
@@ -471,37 +411,8 @@ class PolicyServer:
         return {"type": "chunk", "request": request, "step": step, "actions": actions,
                 "server_ms": (time.perf_counter() - started) * 1000.0}
 
-    def _frames(self, entries: Any, step: int) -> dict[int, np.ndarray]:
-        """The ``frames`` of an observation at ``step``, checked, as step -> image (oldest first)."""
-        if not isinstance(entries, list) or not 1 <= len(entries) <= self.num_frames:
-            got = f"{len(entries)} entries" if isinstance(entries, list) else _describe_value(entries)
-            raise _Rejected(f"'frames' must be a list of 1 to {self.num_frames} {{step, image}} maps, got {got}")
-        window = set(window_steps(step, self.num_frames, self.frame_skip))
-        frames: dict[int, np.ndarray] = {}
-        for entry in entries:
-            if not isinstance(entry, dict) or set(entry) != {"step", "image"}:
-                keys = sorted(entry) if isinstance(entry, dict) else _describe_value(entry)
-                raise _Rejected(f"each of 'frames' must be a map with exactly the keys step, image; got {keys}")
-            frame_step, image = entry["step"], entry["image"]
-            if not _is_int(frame_step) or frame_step not in window:
-                raise _Rejected(f"frame step {frame_step!r} is not a step of the window at step {step} "
-                                f"({sorted(window)})")
-            if frame_step in frames:
-                raise _Rejected(f"frame step {frame_step} is given twice")
-            if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
-                    or image.shape[2] != 3 or image.size == 0):
-                raise _Rejected(f"the image of frame step {frame_step} must be a uint8 array [H, W, 3], got "
-                                f"{_describe_value(image)}")
-            if frames and image.shape != next(iter(frames.values())).shape:
-                raise _Rejected(f"the frames have different shapes ({list(image.shape)} at step {frame_step}, "
-                                f"{list(next(iter(frames.values())).shape)} before)")
-            frames[frame_step] = image
-        if step not in frames:
-            raise _Rejected(f"'frames' must include the newest frame, of step {step} (got steps {sorted(frames)})")
-        return dict(sorted(frames.items()))
-
     async def _refuse(self, connection: ServerConnection, message: str, code: int) -> None:
-        await self._send(connection, _error(message, None))
+        await self._send(connection, error_reply(message, None))
         try:
             await connection.close(code, message[:120])  # a close reason is at most 123 bytes
         except ConnectionClosed:
@@ -515,39 +426,8 @@ class PolicyServer:
             pass
 
 
-def window_geometry(metadata: Any) -> tuple[int, int]:
-    """``(num_frames, frame_skip)`` of a backend's (or a ``ready``'s) metadata; ValueError when it has none."""
-    values = [metadata.get(key) if isinstance(metadata, dict) else None for key in ("num_frames", "frame_skip")]
-    if not all(_is_int(value) and value >= 1 for value in values):
-        raise ValueError(f"the policy metadata must hold the window geometry, ints num_frames >= 1 and frame_skip "
-                         f">= 1; got num_frames={values[0]!r}, frame_skip={values[1]!r}")
-    return values[0], values[1]
-
-
-def _error(message: str, request: int | None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"type": "error", "message": message}
-    if request is not None:
-        reply["request"] = request
-    return reply
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _request_id(message: dict[str, Any]) -> int | None:
-    request = message.get("request")
-    return request if _is_int(request) else None
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _describe_value(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype.name} array of shape {list(value.shape)}"
-    return type(value).__name__
 
 
 def _log_failure(future: Any) -> None:
