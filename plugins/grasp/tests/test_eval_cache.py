@@ -33,8 +33,16 @@ def test_baselines_are_computed_once_and_only_the_pictures_decode_images(tmp_pat
     monkeypatch.setattr(readers, "load_mask", count("mask", mask_loader))
     first = evaluate_predictions(config, predictions, val, tmp_path)
     assert decoded == {"image": 2, "mask": 5}  # the two pictures; every mask, for the baselines
-    assert first["model"]["success_rate"] == 1.0 and set(first["baselines"]) >= {"random", "pca", "min_area_rect"}
+    assert first.model["success_rate"] == 1.0 and set(first.baselines) >= {"random", "pca", "min_area_rect"}
     second = evaluate_predictions(config, predictions, val, tmp_path)
     assert decoded == {"image": 4, "mask": 5}  # no mask decoded again: the baselines came from the cache
     assert second == first
     assert isinstance(val[0]["grasps"][0], Grasp)
+    # what the runner makes of it: eval.json's fields as before, the table without the baselines' sizes
+    assert set(first.to_dict()) == {"model", "baselines", "ensemble", "constrained"}
+    assert set(first.to_dict()["baselines"]) == {"random", "pca", "min_area_rect", "largest_object", "sizes"}
+    table = first.table().splitlines()
+    assert table[0] == "| method | success | mean IoU | angle err (deg) | centre err (px) | invalid |"
+    assert table[2] == "| model | 1.000 | 1.000 | 0.000 | 0.000 | 0.000 |"
+    assert [row.split(" | ")[0] for row in table[3:]] == ["| random (oracle mask)", "| pca (oracle mask)",
+                                                          "| min_area_rect (oracle mask)", "| largest object"]

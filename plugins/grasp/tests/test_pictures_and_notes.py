@@ -97,12 +97,12 @@ def test_eval_without_masks_prints_why_the_baselines_were_skipped_once(tmp_path,
     val = read_split("ocid", root, "val", config.task.split_files)
     predictions = [{"id": sample["id"], "grasp": attrs.asdict(sample["grasps"][0])} for sample in val]
     metrics = evaluate_predictions(config, predictions, val, tmp_path)
-    assert metrics["model"]["success_rate"] == pytest.approx(1.0)
-    assert metrics["baselines"] == {"skipped": baselines_skipped_reason("ocid", list(val))}
+    assert metrics.model["success_rate"] == pytest.approx(1.0)
+    assert metrics.baselines == {"skipped": baselines_skipped_reason("ocid", list(val))}
     assert ("qvl-grasp: baselines skipped: 1 of 2 ocid images have no object mask file "
             "(<seq>/seg_mask_labeled_combi/<image>), e.g. seq/b.png;") in capsys.readouterr().err
     again = evaluate_predictions(config, predictions, val, tmp_path)  # as at a training's next validation
-    assert again["baselines"] == metrics["baselines"] and "baselines skipped" not in capsys.readouterr().err
+    assert again.baselines == metrics.baselines and "baselines skipped" not in capsys.readouterr().err
 
 
 def test_predict_inputs_carry_the_ground_truth_found_beside_them(tmp_path, qvl_host):

@@ -1,4 +1,5 @@
-"""PNG pictures: rectangles drawn on images, and the model-versus-baselines chart."""
+"""PNG pictures: rectangles drawn on images, several on a contact sheet (the model-versus-baselines
+chart is the core's ``comparison.png``)."""
 
 from __future__ import annotations
 
@@ -69,30 +70,6 @@ def draw_on_image(image: Any, prediction: Grasp | None, truths: Sequence[Grasp] 
         draw.rectangle([0, 0, canvas.size[0], band], fill=(0, 0, 0))
         draw.text((6, 4), caption, fill=(255, 255, 255), font=font)
     return canvas
-
-
-def comparison_chart(rows: dict[str, dict[str, Any]], out: Path) -> None:
-    """Success rate and mean IoU of the model and each baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(rows)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    for axis, key, title in ((axes[0], "success_rate", "success rate (IoU>0.25, angle<30°)"),
-                             (axes[1], "mean_iou", "mean IoU with the matched rectangle")):
-        values = [rows[n][key] or 0.0 for n in names]
-        bars = axis.bar(range(len(names)), values, color=["#d62728"] + ["#7f7f7f"] * (len(names) - 1))
-        axis.bar_label(bars, fmt="%.2f")
-        axis.set_ylim(0, 1.05)
-        axis.set_title(title, fontsize=10)
-        # a word a line: five names like "min_area_rect (oracle mask)" side by side overlap
-        axis.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names], fontsize=8)
-    figure.suptitle("grasp: model vs baselines")
-    figure.tight_layout()
-    figure.savefig(out)
-    plt.close(figure)
 
 
 def contact_sheet(images: Sequence[Any], out: Path, columns: int = 4, thumb_width: int = 320) -> None:

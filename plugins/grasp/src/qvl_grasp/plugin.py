@@ -55,14 +55,14 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
             return predict_samples(Path(config.predict.input), config.task.predict_target)
         split = config.predict.split
     root = data_root(config, create=True)
-    dataset = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train",
+    samples = read_split(config.task.data_format, root, split, config.task.split_files, with_masks=split != "train",
                          split_ratios=config.task.split_ratios)
     if split == "train" and config.train.prepared_cache:
         from qvl_grasp.working_copies import working_copies
 
         size = tuple(config.task.model_image_size)
-        return working_copies(dataset, size, name=f"grasp-{split}-{size[0]}x{size[1]}")
-    return dataset
+        return working_copies(samples, size, name=f"grasp-{split}-{size[0]}x{size[1]}")
+    return samples
 
 
 @qvl.hookimpl
@@ -95,7 +95,7 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[st
 
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+             out_dir: Path) -> qvl.EvalResult | None:
     from qvl_grasp.report import evaluate_predictions
 
     return evaluate_predictions(config, predictions, dataset, Path(out_dir))

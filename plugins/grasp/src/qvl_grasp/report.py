@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qvl.data import digest, files_fingerprint, write_json
+from qvl.report import EvalResult
 
 from qvl_grasp.baselines import BASELINE_TITLES, BASELINES, baseline_grasp
 from qvl_grasp.geometry import Grasp
-from qvl_grasp.pictures import comparison_chart, contact_sheet, draw_on_image
+from qvl_grasp.pictures import contact_sheet, draw_on_image
 from qvl_grasp.readers import MASK_DIR, GraspDataError, read_split
 from qvl_grasp.scoring import summarize
 
@@ -39,16 +41,6 @@ def typical_sizes(config: Any, fallback: list[list[Grasp]]) -> tuple[float, floa
     return statistics.median(g.w for g in grasps), statistics.median(g.h for g in grasps), source
 
 
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    def cell(value: Any) -> str:
-        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    lines = ["| method | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
-    lines += [f"| {name} | " + " | ".join(cell(row[key]) for key, _ in COLUMNS) + " |" for name, row in rows.items()]
-    return "\n".join(lines) + "\n"
-
-
 MASK_FILES = {"ocid": f"<seq>/{MASK_DIR}/<image>", "jacquard": "<prefix>_mask.png"}
 _ANNOUNCED: set[str] = set()
 
@@ -62,33 +54,29 @@ def baselines_skipped_reason(data_format: str, samples: list[Any]) -> str:
             f"({MASK_FILES[data_format]}), e.g. {missing[0]}; the baselines need one for every image")
 
 
-def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
-    samples = [dataset[i] for i in range(len(dataset))]  # lazy: labels only, pixels on demand
+def evaluate_predictions(config: Any, predictions: list[dict], samples: Sequence[Any], out_dir: Path) -> EvalResult:
+    """The model's and the mask baselines' scores (the runner writes ``eval.json``, ``comparison.md``
+    and ``comparison.png`` from them), and ``examples.png``: the first predictions drawn."""
+    samples = [samples[i] for i in range(len(samples))]  # lazy: labels only, pixels on demand
     truths = []
     for sample in samples:
         if not sample["grasps"]:
             raise GraspDataError(f"{sample['id']}: no ground-truth grasp rectangles to evaluate against")
         truths.append(sample["grasps"])
     model = summarize([predicted_grasp(p) for p in predictions], truths)
-    rows: dict[str, dict[str, Any]] = {"model": model}
     baselines: dict[str, Any] = {}
     if all(sample.get("mask_path") is not None for sample in samples):
-        baselines = baseline_scores(config, samples, truths)
-        rows.update({BASELINE_TITLES[name]: baselines[name] for name in BASELINES})
+        baselines = baseline_scores(config, samples, truths)  # and "sizes", which the table leaves out
     else:
         baselines["skipped"] = baselines_skipped_reason(config.task.data_format, samples)
         if baselines["skipped"] not in _ANNOUNCED:  # once, not at every validation of a training
             _ANNOUNCED.add(baselines["skipped"])
             print(f"qvl-grasp: baselines skipped: {baselines['skipped']}", file=sys.stderr)
-    table = markdown_table(rows)
-    (out_dir / "comparison.md").write_text(table)
-    comparison_chart(rows, out_dir / "comparison.png")
     shown = samples[: config.task.eval_pictures]
     contact_sheet([draw_on_image(s["image"], predicted_grasp(p), s["grasps"], caption=s.get("instruction"))
                    for s, p in zip(shown, predictions)], out_dir / "examples.png")
-    print("\n" + table, file=sys.stderr)
-    return {"model": model, "baselines": baselines,
-            "ensemble": config.task.ensemble.eval, "constrained": config.task.constrained}
+    return EvalResult(model=model, baselines=baselines, columns=list(COLUMNS), titles=BASELINE_TITLES,
+                      extra={"ensemble": config.task.ensemble.eval, "constrained": config.task.constrained})
 
 
 BASELINE_VERSION = 2  # of the baselines' code: bump when a baseline changes (2: the target's mask, largest object)
@@ -131,7 +119,7 @@ def baseline_scores(config: Any, samples: list[Any], truths: list[list[Grasp]]) 
     return json.loads((folder / "baselines.json").read_text())
 
 
-def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+def write_grasps(config: Any, predictions: list[dict], samples: Sequence[Any], out_dir: Path) -> dict[str, Any]:
     """``grasps.json`` (pixels and degrees, with corners) and, with ``--save-vis``, one PNG per image."""
     rows = [{"image": p["id"], **({"instruction": p["instruction"]} if p.get("instruction") else {}),
              "grasp": p["grasp"], "corners": p["corners"], "valid": p["valid"]} for p in predictions]
@@ -140,7 +128,7 @@ def write_grasps(config: Any, predictions: list[dict], dataset: Any, out_dir: Pa
     if config.predict.save_vis:
         vis = out_dir / "vis"
         vis.mkdir(exist_ok=True)
-        for sample, prediction in zip(dataset, predictions):
+        for sample, prediction in zip(samples, predictions):
             name = Path(str(sample["id"]).replace("/", "__")).stem + ".png"
             draw_on_image(sample["image"], predicted_grasp(prediction), sample.get("grasps") or (),
                           caption=sample.get("instruction")).save(vis / name)

@@ -39,14 +39,14 @@ class WorkingCopies(Sequence):
                 "mask": None}
 
 
-def working_copies(dataset: GraspDataset, model_size: tuple[int, int], name: str) -> WorkingCopies:
-    """The working copies of ``dataset``'s images, prepared once (rebuilt when a file or the size changes)."""
+def working_copies(split: GraspDataset, model_size: tuple[int, int], name: str) -> WorkingCopies:
+    """The working copies of ``split``'s images, prepared once (rebuilt when a file or the size changes)."""
     import numpy as np
 
     from qvl.prepared import files_fingerprint, prepare_samples
     from qvl_grasp.collate import _working_copy
 
-    records = dataset.records
+    records = split.records
 
     def prepare(index: int) -> tuple[dict[str, Any], dict[str, Any]]:
         record = records[index]
