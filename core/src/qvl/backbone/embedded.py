@@ -9,7 +9,6 @@ with ``from_pretrained`` like any checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import attrs
 
 from qvl.cache import CACHE_ENV, cache_dir
+from qvl.data.digest import digest
 from qvl.errors import UserError
 
 FORMAT_VERSION = 2  # 2: built folders carry qvl's marker
@@ -76,8 +76,7 @@ class ModelSpec:
     tie_word_embeddings: bool = True
 
     def digest(self) -> str:
-        blob = json.dumps([FORMAT_VERSION, attrs.asdict(self)], sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return digest([FORMAT_VERSION, attrs.asdict(self)], 12)
 
 
 def _qwen3_processors(min_pixels: int, max_pixels: int) -> tuple[dict, dict]:
