@@ -1,6 +1,7 @@
 """The README's second plugin, LM-head SFT counting, learns to count through the CLI as printed."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,11 +10,15 @@ import pytest
 MARGIN = 0.25
 
 
-def test_readme_sft_example_uses_the_three_pieces_the_guide_names(plugin_site):
+def test_readme_sft_example_takes_the_answers_recipe_whose_pieces_the_guide_names(plugin_site):
+    from qvl.recipes import answers
+
     code = (plugin_site / "qvl_count.py").read_text()  # conftest installed it from the README's markers
+    assert "from qvl.recipes.answers import build_collator, decode, evaluate, loss" in code
+    recipe = Path(answers.__file__).read_text()
     for piece in ("chat.sft_batch", "chat.prompt_batch", "chat.lm_loss", "generate_constrained",
                   "Constraint.choices"):
-        assert piece in code, piece
+        assert piece in recipe, piece
 
 
 @pytest.mark.slow
@@ -26,6 +31,7 @@ def test_readme_sft_example_counts_better_than_the_majority_class(run_qvl, plugi
     metrics = json.loads((run_dir / "eval" / "val" / "eval.json").read_text())
     majority = metrics["baselines"]["majority_class"]["accuracy"]
     assert metrics["samples"] == 64
-    assert metrics["accuracy"] >= majority + MARGIN, metrics
+    assert metrics["model"]["accuracy"] >= majority + MARGIN, metrics
+    assert metrics["model"]["invalid_rate"] == 0.0
     predictions = [json.loads(line) for line in (run_dir / "eval" / "val" / "predictions.jsonl").open()]
     assert {p["answer"] for p in predictions} <= {"1", "2", "3", "4", "5"}  # constrained: all parse

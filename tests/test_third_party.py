@@ -25,7 +25,7 @@ def test_installed_plugins_are_listed_with_versions_hooks_tasks_and_errors(run_q
     assert by_name["brightness"]["version"] == "0.1.0"
     assert by_name["brightness"]["tasks"] == ["brightness"]
     assert set(by_name["brightness"]["hooks"]) == {"register_tasks", "build_dataset", "build_collator",
-                                                   "build_head", "loss", "decode", "evaluate"}
+                                                   "build_head", "loss", "decode", "evaluate"}  # recipe hooks too
     assert by_name["colors_extra"]["hooks"] == ["decode", "evaluate"]
     errors = {e["name"]: e["error"] for e in described["errors"]}
     assert "No module named 'qvl_dependency_that_is_not_installed'" in errors["broken"]
@@ -75,15 +75,17 @@ def test_hook_build_head_of_a_third_party_task_trains_evaluates_predicts_through
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((run_dir / "eval" / "val" / "eval.json").read_text())
     assert metrics["samples"] == 16
-    assert metrics["accuracy"] >= 0.75  # brightness is linearly readable from the frozen features
-    assert f"{'accuracy':<28} {metrics['accuracy']:.4f}" in evaluated.stdout  # the saved number is printed
+    assert metrics["model"]["accuracy"] >= 0.75  # brightness is linearly readable from the frozen features
+    assert metrics["baselines"]["majority_class"] == {"label": "dark", "accuracy": 0.5}
+    assert f"  {'accuracy':<28} {metrics['model']['accuracy']:.4f}" in evaluated.stdout  # the saved number is printed
+    assert (run_dir / "eval" / "val" / "comparison.md").read_text().startswith("| method | accuracy |")
 
     predicted = run_qvl("run", "brightness", "predict", "--set", "task.samples=4", site=plugin_site, cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     (out,) = (run_dir / "predict").iterdir()
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["predict-0", "predict-1", "predict-2", "predict-3"]
-    assert all(r["label"] in ("dark", "bright") and 0.0 <= r["p_bright"] <= 1.0 for r in rows)
+    assert all(r["label"] in ("dark", "bright") and 0.0 <= r["probabilities"]["bright"] <= 1.0 for r in rows)
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 # the modules a plugin may use; everything else under qvl is the core's own
 PUBLIC_MODULES = frozenset({
     "answer_probabilities", "backbone", "build", "chat", "config", "data", "decoding", "errors",
-    "features", "hookspec", "jsonl", "lerobot", "prepared", "report", "samples", "scoring", "shards", "task",
+    "features", "hookspec", "jsonl", "lerobot", "prepared", "recipes", "report", "samples", "scoring", "shards",
+    "task",
     "testing",
 })
 # classes a plugin names often, at the top level too: qvl.Samples, qvl.EvalResult

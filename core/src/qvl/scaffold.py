@@ -24,14 +24,16 @@ _DOCS = {
     "sft": {
         "summary": "the language-model head learns to answer a question about an image "
                    "(masked-answer SFT; decoding constrained to the valid answers).",
-        "target_doc": 'the `"answer"` text the model learns to write (list the valid answers in '
-                      "`ANSWERS`: decoding can write nothing else)",
-        "hooks_doc": "register_tasks, build_dataset, build_collator, loss, decode, evaluate",
+        "target_doc": 'the `"answer"` text the model learns to write (list the valid answers in the '
+                      "config's `answers`: decoding can write nothing else)",
+        "hooks_doc": "register_tasks and build_dataset written here; build_collator, loss, decode and "
+                     "evaluate imported from the recipe `qvl.recipes.answers`",
     },
     "head": {
         "summary": "a linear head classifies the last-token hidden state of a frozen Qwen-VL backbone.",
-        "target_doc": 'the integer `"label"` (an index of `LABELS`)',
-        "hooks_doc": "register_tasks, build_dataset, build_collator, build_head, loss, decode, evaluate",
+        "target_doc": 'the integer `"label"` (an index of the config\'s `labels`)',
+        "hooks_doc": "register_tasks and build_dataset written here; build_collator, build_head, loss, "
+                     "decode and evaluate imported from the recipe `qvl.recipes.labels`",
     },
 }
 
