@@ -27,7 +27,7 @@ import numpy as np
 
 def build(root: Path, rows: int) -> tuple[Path, object]:
     from qvl_vqa.config import SyntheticConfig, VqaConfig
-    from qvl_vqa.generation import build_vqa_dataset, settings_of
+    from qvl_vqa.generation import build_vqa_dataset
     from qvl_vqa.synthetic import write_store
     from qvl_vqa.trajectories import open_store
 
@@ -37,8 +37,8 @@ def build(root: Path, rows: int) -> tuple[Path, object]:
                            lerobot_copy=False)
     write_store(store_dir, spec, seed=0)
     store = open_store(store_dir)
-    settings = settings_of(VqaConfig(num_samples=rows, max_frames=8, val_fraction=0.0, test_fraction=0.0), seed=0)
-    dataset = build_vqa_dataset(root / "vqa", store.trajectories, settings, str(store.root), store.fingerprint,
+    task = VqaConfig(num_samples=rows, max_frames=8, val_fraction=0.0, test_fraction=0.0)
+    dataset = build_vqa_dataset(root / "vqa", store.trajectories, task, 0, str(store.root), store.fingerprint,
                                 progress=False)
     return dataset, store
 

@@ -34,13 +34,13 @@ def fake_trajectories(count: int) -> list:
 
 def child(samples: int, workers: int, batch: int, trajectories: int, out: str) -> None:
     """One generation; prints its time and the process tree's peak RSS as JSON."""
-    from qvl_vqa.generation import GenerationSettings, generate
+    from qvl_vqa.config import VqaConfig
+    from qvl_vqa.generation import generate
 
     records = fake_trajectories(trajectories)
-    settings = GenerationSettings(num_samples=samples, seed=0, sample_type_ratio=RATIO, num_workers=workers,
-                                  save_batch_size=batch)
+    task = VqaConfig(num_samples=samples, sample_type_ratio=list(RATIO), num_workers=workers, save_batch_size=batch)
     start = time.perf_counter()
-    generate(records, settings, Path(out), store_root="bench", store_fingerprint={}, progress=False)
+    generate(records, task, 0, Path(out), store_root="bench", store_fingerprint={}, progress=False)
     seconds = time.perf_counter() - start
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)

@@ -17,13 +17,13 @@ from qvl_vqa.generation import (
     ROW_SCHEMA,
     SPLITS,
     GenerationPlan,
-    GenerationSettings,
     build_vqa_dataset,
     generate,
     make_sample,
     row_features,
     split_trajectories,
 )
+from qvl_vqa.config import VqaConfig
 from qvl_vqa.trajectories import Trajectory
 
 STORE = {"store_root": "/data/store", "store_fingerprint": {"files": "abc"}}
@@ -50,9 +50,9 @@ def rows_of(folder):
     return {split: data[split].to_list() for split in SPLITS}
 
 
-def sampled(trajectories, settings):
-    plan = GenerationPlan.of(trajectories, settings)
-    return [make_sample(i, plan) for i in range(settings.num_samples)]
+def sampled(trajectories, task, seed):
+    plan = GenerationPlan.of(trajectories, task, seed)
+    return [make_sample(i, plan) for i in range(task.num_samples)]
 
 
 def videos(row):
@@ -62,23 +62,23 @@ def videos(row):
 
 def test_same_rows_whatever_the_number_of_workers(tmp_path):
     trajectories = fake_trajectories()
-    settings = GenerationSettings(num_samples=600, seed=3, sample_type_ratio=(0.5, 0.3, 0.2), save_batch_size=70)
-    one = generate(trajectories, settings, tmp_path / "one", progress=False, **STORE)
-    two = generate(trajectories, attrs.evolve(settings, num_workers=2), tmp_path / "two", progress=False, **STORE)
+    task = VqaConfig(num_samples=600, sample_type_ratio=[0.5, 0.3, 0.2], save_batch_size=70)
+    one = generate(trajectories, task, 3, tmp_path / "one", progress=False, **STORE)
+    two = generate(trajectories, attrs.evolve(task, num_workers=2), 3, tmp_path / "two", progress=False, **STORE)
     assert one["counts"] == two["counts"]
     assert rows_of(tmp_path / "one") == rows_of(tmp_path / "two")
     # and the rows are those make_sample gives, in order, with the split given by the index alone
     rows = [row for split in SPLITS for row in rows_of(tmp_path / "one")[split]]
-    assert rows == sampled(trajectories, settings)
+    assert rows == sampled(trajectories, task, 3)
     assert [row["sample_index"] for row in rows] == list(range(600))
-    other = sampled(trajectories, attrs.evolve(settings, seed=4))
+    other = sampled(trajectories, task, 4)
     assert rows != other
 
 
 def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, monkeypatch):
     trajectories = fake_trajectories()
-    settings = GenerationSettings(num_samples=500, seed=5, sample_type_ratio=(0.4, 0.4, 0.2), save_batch_size=60)
-    whole = build_vqa_dataset(tmp_path / "whole", trajectories, settings, progress=False, **STORE)
+    task = VqaConfig(num_samples=500, sample_type_ratio=[0.4, 0.4, 0.2], save_batch_size=60)
+    whole = build_vqa_dataset(tmp_path / "whole", trajectories, task, 5, progress=False, **STORE)
 
     real_write = generation._write_shard
     written = []
@@ -92,14 +92,14 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
     monkeypatch.setattr(generation, "_write_shard", write_then_die)
     target = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        build_vqa_dataset(target, trajectories, settings, progress=False, **STORE)
+        build_vqa_dataset(target, trajectories, task, 5, progress=False, **STORE)
     assert not target.exists()
     (partial,) = tmp_path.glob(f".resumed{PARTIAL_TAG}*")  # build_directory kept the unfinished build
     finished = {(r["split"], r["file"]): os.stat(partial / r["split"] / r["file"]) for r in written}
     assert len(finished) == 3
 
     monkeypatch.setattr(generation, "_write_shard", real_write)
-    build_vqa_dataset(target, trajectories, settings, progress=False, **STORE)
+    build_vqa_dataset(target, trajectories, task, 5, progress=False, **STORE)
     for (split, name), before in finished.items():
         after = os.stat(target / split / name)
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -111,13 +111,14 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
 
 GENERATION_SETUP = """
 from qvl_vqa import generation
+from qvl_vqa.config import VqaConfig
 from qvl_vqa.trajectories import Trajectory
 
 trajectories = [Trajectory(id=f"t{k % 4}-{k}", task=f"task {k % 4}", data_source="s",
                            quality_label=("successful", "successful", "suboptimal", "failure")[(k // 4) % 4],
                            partial_success=None, num_frames=10 + k % 7, frames_shape=(10 + k % 7, 8, 8, 3),
                            npz_path=f"npz/{k}.npz") for k in range(64)]
-settings = generation.GenerationSettings(num_samples=500, seed=5, save_batch_size=60)
+task, seed = VqaConfig(num_samples=500, save_batch_size=60), 5
 """
 KILLED_AFTER_THREE_SHARDS = GENERATION_SETUP + """
 import os, signal, sys
@@ -133,7 +134,7 @@ def write_then_die(job, shard):
 
 if __name__ == "__main__":
     generation._write_shard = write_then_die
-    generation.build_vqa_dataset(Path(sys.argv[1]), trajectories, settings, store_root="/s",
+    generation.build_vqa_dataset(Path(sys.argv[1]), trajectories, task, seed, store_root="/s",
                                  store_fingerprint={}, progress=False)
 """
 
@@ -155,18 +156,18 @@ def test_a_sigkilled_generation_resumes_from_its_finished_shards(tmp_path):
     # the same generation again, uninterrupted: it keeps the three shards the killed run left
     setup: dict = {}
     exec(GENERATION_SETUP, setup)
-    trajectories, settings = setup["trajectories"], setup["settings"]
-    build_vqa_dataset(target, trajectories, settings, store_root="/s", store_fingerprint={}, progress=False)
+    trajectories, task, seed = setup["trajectories"], setup["task"], setup["seed"]
+    build_vqa_dataset(target, trajectories, task, seed, store_root="/s", store_fingerprint={}, progress=False)
     assert json.loads((target / "generation_config.json").read_text())["shards_reused"] == 3
-    whole = build_vqa_dataset(tmp_path / "whole", trajectories, settings, store_root="/s", store_fingerprint={},
+    whole = build_vqa_dataset(tmp_path / "whole", trajectories, task, seed, store_root="/s", store_fingerprint={},
                               progress=False)
     assert rows_of(target) == rows_of(whole)
 
 
 def test_shards_of_another_shard_size_are_not_mixed_in(tmp_path, monkeypatch):
     trajectories = fake_trajectories()
-    settings = GenerationSettings(num_samples=300, seed=6, save_batch_size=40)
-    expected = rows_of(build_vqa_dataset(tmp_path / "whole", trajectories, settings, progress=False, **STORE))
+    task = VqaConfig(num_samples=300, save_batch_size=40)
+    expected = rows_of(build_vqa_dataset(tmp_path / "whole", trajectories, task, 6, progress=False, **STORE))
     real_write, calls = generation._write_shard, []
 
     def die_after_two(job, shard):
@@ -177,10 +178,10 @@ def test_shards_of_another_shard_size_are_not_mixed_in(tmp_path, monkeypatch):
 
     monkeypatch.setattr(generation, "_write_shard", die_after_two)
     with pytest.raises(KeyboardInterrupt):
-        build_vqa_dataset(tmp_path / "out", trajectories, settings, progress=False, **STORE)
+        build_vqa_dataset(tmp_path / "out", trajectories, task, 6, progress=False, **STORE)
     monkeypatch.setattr(generation, "_write_shard", real_write)
     # the shard size does not change the rows, so the fingerprint (and the kept build) is the same
-    out = build_vqa_dataset(tmp_path / "out", trajectories, attrs.evolve(settings, save_batch_size=-1),
+    out = build_vqa_dataset(tmp_path / "out", trajectories, attrs.evolve(task, save_batch_size=-1), 6,
                             progress=False, **STORE)
     assert rows_of(out) == expected
     assert sorted(p.name for p in (out / "train").glob("*.arrow")) == ["data-00000-of-00001.arrow"]
@@ -191,8 +192,8 @@ def test_splits_hold_disjoint_trajectories(tmp_path):
     splits = split_trajectories(trajectories, 0.25, 0.25, seed=1)
     ids = [t.id for members in splits.values() for t in members]
     assert sorted(ids) == sorted(t.id for t in trajectories)
-    for task in {t.task for t in trajectories}:
-        assert all(any(t.task == task for t in splits[s]) for s in SPLITS)
+    for name in {t.task for t in trajectories}:
+        assert all(any(t.task == name for t in splits[s]) for s in SPLITS)
     assert splits == split_trajectories(list(reversed(trajectories)), 0.25, 0.25, seed=1)  # stable
     assert splits != split_trajectories(trajectories, 0.25, 0.25, seed=2)
     # few trajectories: val and test still get one per task, train keeps one
@@ -200,9 +201,8 @@ def test_splits_hold_disjoint_trajectories(tmp_path):
     assert [len(few[s]) for s in SPLITS] == [2, 2, 2]
 
     # similarity in every split needs two successful trajectories of a task there: large held-out fractions
-    settings = GenerationSettings(num_samples=800, seed=2, sample_type_ratio=(0.4, 0.3, 0.3), val_fraction=0.25,
-                                  test_fraction=0.25)
-    out = build_vqa_dataset(tmp_path / "data", trajectories, settings, progress=False, **STORE)
+    task = VqaConfig(num_samples=800, sample_type_ratio=[0.4, 0.3, 0.3], val_fraction=0.25, test_fraction=0.25)
+    out = build_vqa_dataset(tmp_path / "data", trajectories, task, 2, progress=False, **STORE)
     assigned = json.loads((out / "trajectory_splits.json").read_text())
     used = {split: set() for split in SPLITS}
     for split, rows in rows_of(out).items():
@@ -218,8 +218,8 @@ def test_splits_hold_disjoint_trajectories(tmp_path):
 def test_every_row_has_every_field_with_the_declared_types(tmp_path):
     trajectories = fake_trajectories()
     # one sample per shard: every shard (the first included) holds a single sample type
-    settings = GenerationSettings(num_samples=40, seed=8, sample_type_ratio=(1, 1, 1), save_batch_size=1)
-    out = build_vqa_dataset(tmp_path / "mixed", trajectories, settings, progress=False, **STORE)
+    task = VqaConfig(num_samples=40, sample_type_ratio=[1, 1, 1], save_batch_size=1)
+    out = build_vqa_dataset(tmp_path / "mixed", trajectories, task, 8, progress=False, **STORE)
     data = datasets.load_from_disk(str(out))
     for split in SPLITS:
         assert data[split].features == row_features()
@@ -230,7 +230,7 @@ def test_every_row_has_every_field_with_the_declared_types(tmp_path):
             assert list(row) == ROW_SCHEMA.names
     assert {row["sample_type"] for split in SPLITS for row in data[split]} == {"preference", "progress", "similarity"}
     only = build_vqa_dataset(tmp_path / "progress", trajectories,
-                             attrs.evolve(settings, sample_type_ratio=(0, 1, 0), save_batch_size=-1),
+                             attrs.evolve(task, sample_type_ratio=[0, 1, 0], save_batch_size=-1), 8,
                              progress=False, **STORE)
     data = datasets.load_from_disk(str(only))
     assert data["train"].features == row_features()
@@ -240,12 +240,12 @@ def test_every_row_has_every_field_with_the_declared_types(tmp_path):
 def test_ratios_answers_and_frame_indices():
     trajectories = fake_trajectories()
     by_id = {t.id: t for t in trajectories}
-    settings = GenerationSettings(num_samples=4000, seed=9, sample_type_ratio=(0.5, 0.3, 0.2), max_frames=6,
-                                  strategy_ratio={"preference": {"rewind": 3, "reverse": 0}},
-                                  val_fraction=0.25, test_fraction=0.25)  # similarity possible in every split
-    rows = sampled(trajectories, settings)
+    task = VqaConfig(num_samples=4000, sample_type_ratio=[0.5, 0.3, 0.2], max_frames=6,
+                     strategy_ratio={"preference": {"rewind": 3, "reverse": 0}},
+                     val_fraction=0.25, test_fraction=0.25)  # similarity possible in every split
+    rows = sampled(trajectories, task, 9)
     types = Counter(row["sample_type"] for row in rows)
-    for kind, share in zip(("preference", "progress", "similarity"), settings.sample_type_ratio):
+    for kind, share in zip(("preference", "progress", "similarity"), task.sample_type_ratio):
         assert abs(types[kind] / len(rows) - share) < 0.04, types
     preference = Counter(row["data_gen_strategy"] for row in rows if row["sample_type"] == "preference")
     assert preference["reverse"] == 0
@@ -259,7 +259,7 @@ def test_ratios_answers_and_frame_indices():
         for prefix, trajectory_id in videos(row):
             trajectory = by_id[trajectory_id]
             frames = row[f"{prefix}frame_indices"]
-            assert 1 <= len(frames) <= settings.max_frames
+            assert 1 <= len(frames) <= task.max_frames
             assert all(0 <= f < trajectory.num_frames for f in frames)
             assert row[f"{prefix}frames_shape"] == list(trajectory.frames_shape)
             assert row[f"{prefix}npz_path"] == trajectory.npz_path
@@ -267,7 +267,7 @@ def test_ratios_answers_and_frame_indices():
             assert row[f"{prefix}target_progress"] == (
                 [trajectory.progress(f) for f in frames] if shows_task else [0.0] * len(frames))
             if row["data_gen_strategy"] == "forward_progress" or prefix == "first_" and row["chosen_is_first"]:
-                assert len(frames) == min(settings.max_frames, trajectory.num_frames)
+                assert len(frames) == min(task.max_frames, trajectory.num_frames)
         assert row["task"] in row["prompt"] and row["answer"] not in (None, "")
         if row["sample_type"] == "progress":
             assert row["answer"] == str(round(100 * row["target_progress"][-1]))
@@ -290,8 +290,8 @@ def test_ratios_answers_and_frame_indices():
 def test_eval_mode_pairs_real_quality_differences():
     trajectories = fake_trajectories()
     by_id = {t.id: t for t in trajectories}
-    settings = GenerationSettings(num_samples=300, seed=10, sample_type_ratio=(1, 0, 0), eval_mode=True)
-    for row in sampled(trajectories, settings):
+    task = VqaConfig(num_samples=300, sample_type_ratio=[1, 0, 0], eval_mode=True)
+    for row in sampled(trajectories, task, 10):
         assert row["data_gen_strategy"] == "suboptimal"
         chosen, rejected = ("first_", "second_") if row["chosen_is_first"] else ("second_", "first_")
         assert by_id[row[f"{chosen}trajectory_id"]].quality_label == "successful"
@@ -302,9 +302,8 @@ def test_eval_mode_pairs_real_quality_differences():
 def test_impossible_settings_fail_clearly_and_dropped_strategies_are_said(capsys):
     only_successful = fake_trajectories(qualities=("successful",))
     with pytest.raises(qvl.UserError, match="no train sample can be made.*suboptimal"):
-        GenerationPlan.of(only_successful, GenerationSettings(num_samples=10, seed=0, sample_type_ratio=(1, 0, 0),
-                                                               eval_mode=True))
-    plan = GenerationPlan.of(fake_trajectories(tasks=1), GenerationSettings(num_samples=50, seed=0))
+        GenerationPlan.of(only_successful, VqaConfig(num_samples=10, sample_type_ratio=[1, 0, 0], eval_mode=True), 0)
+    plan = GenerationPlan.of(fake_trajectories(tasks=1), VqaConfig(num_samples=50), 0)
     assert any("different_task" in note and "one task" in note for note in plan.notes)
     assert all(make_sample(i, plan)["data_gen_strategy"] != "different_task" for i in range(50))
 
@@ -314,8 +313,7 @@ def test_a_users_folder_is_refused_and_left_untouched(tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(qvl.UserError, match="not written by qvl"):
-        build_vqa_dataset(folder, fake_trajectories(), GenerationSettings(num_samples=10, seed=0), progress=False,
-                          **STORE)
+        build_vqa_dataset(folder, fake_trajectories(), VqaConfig(num_samples=10), 0, progress=False, **STORE)
     assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (folder / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(f".my_data{PARTIAL_TAG}*"))
 

@@ -7,7 +7,8 @@ import datasets
 import pytest
 
 import qvl
-from qvl_vqa.generation import SPLITS, GenerationSettings, generate
+from qvl_vqa.config import VqaConfig
+from qvl_vqa.generation import SPLITS, generate
 from qvl_vqa.statistics import dataset_statistics
 from qvl_vqa.trajectories import Trajectory
 
@@ -21,9 +22,9 @@ def trajectories():
 
 
 def test_counts_equal_the_rows_and_the_files_are_written(tmp_path, capsys):
-    settings = GenerationSettings(num_samples=400, seed=1, sample_type_ratio=(0.5, 0.3, 0.2), val_fraction=0.25,
-                                  test_fraction=0.25, save_batch_size=150)
-    generate(trajectories(), settings, tmp_path / "data", store_root="/store", store_fingerprint={}, progress=False)
+    task = VqaConfig(num_samples=400, sample_type_ratio=[0.5, 0.3, 0.2], val_fraction=0.25, test_fraction=0.25,
+                     save_batch_size=150)
+    generate(trajectories(), task, 1, tmp_path / "data", store_root="/store", store_fingerprint={}, progress=False)
     stats = dataset_statistics(tmp_path / "data", tmp_path / "stats")
 
     data = datasets.load_from_disk(str(tmp_path / "data"))

@@ -54,6 +54,13 @@ def _save_batch(instance: Any, attribute: attrs.Attribute, value: int) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 1, or -1 to write everything at once; got {value}")
 
 
+def _held_out(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    fraction(instance, attribute, value)
+    if instance.val_fraction + value >= 1:
+        raise ValueError(f"'{attribute.name}' must be below 1 - val_fraction = {1 - instance.val_fraction:g} "
+                         f"(trajectories must be left to train on); got {value!r}")
+
+
 def _max_frames(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < 2:
         raise ValueError(f"'{attribute.name}' must be >= 2 (a video is at least two frames); got {value}")
@@ -107,7 +114,7 @@ class VqaConfig:
     # suboptimal/failure trajectories of the same task (the seed's --eval_mode)
     eval_mode: bool = False
     val_fraction: float = attrs.field(default=0.1, validator=fraction)  # of trajectories, per task
-    test_fraction: float = attrs.field(default=0.15, validator=fraction)
+    test_fraction: float = attrs.field(default=0.15, validator=_held_out)
     # training and evaluation
     multi_image: bool = False  # frames as separate images instead of one video per trajectory
     # the question (with its task) before the videos, so that in a causal model the video tokens can

@@ -48,10 +48,9 @@ def existing_dataset(config: RunConfig, folder: Path) -> tuple[Path, TrajectoryS
 
 
 def dataset_fingerprint(config: RunConfig, store: TrajectoryStore) -> dict[str, Any]:
-    from qvl_vqa.generation import generation_fingerprint as fingerprint
-    from qvl_vqa.generation import settings_of
+    from qvl_vqa.generation import generation_fingerprint
 
-    return fingerprint(settings_of(config.task, config.seed), str(store.root), store.fingerprint)
+    return generation_fingerprint(config.task, config.seed, str(store.root), store.fingerprint)
 
 
 def dataset_dir(config: RunConfig, store: TrajectoryStore) -> Path:
@@ -64,11 +63,11 @@ def dataset_dir(config: RunConfig, store: TrajectoryStore) -> Path:
 
 def generated_dataset(config: RunConfig) -> tuple[Path, TrajectoryStore]:
     """The generated VQA data set (generated now when missing or stale) and its trajectory store."""
-    from qvl_vqa.generation import build_vqa_dataset, settings_of
+    from qvl_vqa.generation import build_vqa_dataset
 
     store = open_trajectories(config)
     target = dataset_dir(config, store)
-    build_vqa_dataset(target, store.trajectories, settings_of(config.task, config.seed),
+    build_vqa_dataset(target, store.trajectories, config.task, config.seed,
                       store_root=str(store.root), store_fingerprint=store.fingerprint)
     return target, store
 

@@ -93,72 +93,42 @@ def row_features() -> datasets.Features:
     return datasets.Features.from_arrow_schema(ROW_SCHEMA)
 
 
-@attrs.frozen
-class GenerationSettings:
-    """Everything the rows depend on, plus how to produce them (workers, shard size).
-
-    :ivar strategy_ratio: per sample type, the weight of each strategy; a strategy left out has
-        weight 1, 0 turns it off.
-    """
-
-    num_samples: int
-    seed: int
-    sample_type_ratio: tuple[float, ...] = attrs.field(default=(0.7, 0.3, 0.0), converter=tuple)
-    strategy_ratio: dict[str, dict[str, float]] = attrs.field(
-        factory=dict, converter=lambda value: {k: dict(v) for k, v in value.items()})
-    max_frames: int = 8
-    eval_mode: bool = False
-    val_fraction: float = 0.1
-    test_fraction: float = 0.15
-    num_workers: int = 1  # -1: one per CPU core; does not change the rows
-    save_batch_size: int = 10000  # rows per shard, -1: one shard per split; does not change the rows
-
-    def __attrs_post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.max_frames < 2:
-            raise ValueError(f"max_frames must be >= 2, got {self.max_frames}")
-        if len(self.sample_type_ratio) != len(SAMPLE_TYPES) or min(self.sample_type_ratio) < 0 \
-                or sum(self.sample_type_ratio) <= 0:
-            raise ValueError(f"sample_type_ratio must be {len(SAMPLE_TYPES)} weights >= 0 with a positive sum, "
-                             f"got {list(self.sample_type_ratio)}")
-        if not (0 <= self.val_fraction and 0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {self.val_fraction} + "
-                             f"{self.test_fraction}")
-
-    def content(self) -> dict[str, Any]:
-        """The settings the rows depend on (not the number of workers or the shard size)."""
-        data = attrs.asdict(self)
-        del data["num_workers"], data["save_batch_size"]
-        data["sample_type_ratio"] = list(self.sample_type_ratio)
-        data["strategy_ratio"] = strategy_weights(self)  # resolved: equal weights, equal fingerprint
-        return data
+# The [task] settings (VqaConfig, their one declaration, with the defaults users get) that the rows
+# depend on; with the run's seed they are the generation's fingerprint. task.num_workers and
+# task.save_batch_size change how the rows are produced, never what they are.
+ROW_SETTINGS = ("num_samples", "sample_type_ratio", "strategy_ratio", "max_frames", "eval_mode", "val_fraction",
+                "test_fraction")
+PRODUCTION_SETTINGS = ("num_workers", "save_batch_size")
 
 
-def settings_of(config: VqaConfig, seed: int) -> GenerationSettings:
-    """The generation settings of the ``[task]`` section and the run's seed."""
-    return GenerationSettings(
-        num_samples=config.num_samples, seed=seed, sample_type_ratio=config.sample_type_ratio,
-        strategy_ratio=config.strategy_ratio, max_frames=config.max_frames, eval_mode=config.eval_mode,
-        val_fraction=config.val_fraction, test_fraction=config.test_fraction, num_workers=config.num_workers,
-        save_batch_size=config.save_batch_size)
+def generation_settings(task: VqaConfig, seed: int) -> dict[str, Any]:
+    """The generation's settings as recorded in ``generation_config.json``: those of the ``[task]``
+    section it reads, and the seed."""
+    settings = {name: getattr(task, name) for name in ROW_SETTINGS + PRODUCTION_SETTINGS}
+    return {**settings, "seed": seed, "sample_type_ratio": list(task.sample_type_ratio),
+            "strategy_ratio": {kind: dict(weights) for kind, weights in task.strategy_ratio.items()}}
 
 
-def strategy_weights(settings: GenerationSettings) -> dict[str, dict[str, float]]:
-    """Every strategy's weight per sample type; ``eval_mode`` keeps only real quality differences
-    for preference pairs (``suboptimal``)."""
-    weights = {kind: {name: float(settings.strategy_ratio.get(kind, {}).get(name, 1.0)) for name in names}
+def strategy_weights(task: VqaConfig) -> dict[str, dict[str, float]]:
+    """Every strategy's weight per sample type (``task.strategy_ratio``: one left out has weight 1,
+    0 turns it off); ``eval_mode`` keeps only real quality differences for preference pairs
+    (``suboptimal``)."""
+    weights = {kind: {name: float(task.strategy_ratio.get(kind, {}).get(name, 1.0)) for name in names}
                for kind, names in STRATEGIES.items()}
-    if settings.eval_mode:
+    if task.eval_mode:
         weights["preference"] = {name: (weights["preference"]["suboptimal"] if name == "suboptimal" else 0.0)
                                  for name in weights["preference"]}
     return weights
 
 
-def generation_fingerprint(settings: GenerationSettings, store_root: str,
+def generation_fingerprint(task: VqaConfig, seed: int, store_root: str,
                            store_fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    """What a generated data set depends on (the build folder's fingerprint)."""
-    return {"generator": GENERATOR_VERSION, "settings": settings.content(), "store_root": str(store_root),
+    """What a generated data set depends on (the build folder's fingerprint): the row settings
+    (strategy weights resolved: equal weights, equal fingerprint), the seed and the store."""
+    content = {name: value for name, value in generation_settings(task, seed).items()
+               if name not in PRODUCTION_SETTINGS}
+    content["strategy_ratio"] = strategy_weights(task)
+    return {"generator": GENERATOR_VERSION, "settings": content, "store_root": str(store_root),
             "store_fingerprint": dict(store_fingerprint)}
 
 
@@ -340,25 +310,26 @@ def _pick(choices: tuple[list[str], list[float]], u: float) -> str:
 class GenerationPlan:
     """What every worker needs: the settings, the splits' pools, which samples belong where."""
 
-    settings: GenerationSettings
+    task: VqaConfig
+    seed: int
     pools: dict[str, _SplitPools]
     ranges: dict[str, tuple[int, int]]  # split -> [start, stop) of sample indices
     notes: list[str]  # strategies or types left out of a split, and why
 
     @classmethod
-    def of(cls, trajectories: Sequence[Trajectory], settings: GenerationSettings) -> GenerationPlan:
+    def of(cls, trajectories: Sequence[Trajectory], task: VqaConfig, seed: int) -> GenerationPlan:
         if not trajectories:
             raise UserError("the trajectory store holds no trajectories; there is nothing to make samples of")
-        splits = split_trajectories(trajectories, settings.val_fraction, settings.test_fraction, settings.seed)
+        splits = split_trajectories(trajectories, task.val_fraction, task.test_fraction, seed)
         notes: list[str] = []
         for name in ("val", "test"):
-            fraction = settings.val_fraction if name == "val" else settings.test_fraction
+            fraction = task.val_fraction if name == "val" else task.test_fraction
             if fraction > 0 and not splits[name]:
                 notes.append(f"{name}: no trajectories (no task has 3 or more), so no samples; train takes its share")
-        sizes = split_sizes(settings.num_samples, settings.val_fraction, settings.test_fraction,
+        sizes = split_sizes(task.num_samples, task.val_fraction, task.test_fraction,
                             [name for name in SPLITS if splits[name]])
-        type_weights = dict(zip(SAMPLE_TYPES, settings.sample_type_ratio))
-        weights = strategy_weights(settings)
+        type_weights = dict(zip(SAMPLE_TYPES, task.sample_type_ratio))
+        weights = strategy_weights(task)
         pools, ranges, start = {}, {}, 0
         for name in SPLITS:
             pools[name] = _SplitPools.of(name, splits[name])
@@ -370,13 +341,13 @@ class GenerationPlan:
                     raise UserError(f"no {name} sample can be made: " + "; ".join(
                         note.split(": ", 1)[1] for note in notes if note.startswith(f"{name}: ")) +
                         " (check sample_type_ratio, strategy_ratio, eval_mode and the trajectories' quality labels)")
-        return cls(settings=settings, pools=pools, ranges=ranges, notes=notes)
+        return cls(task=task, seed=seed, pools=pools, ranges=ranges, notes=notes)
 
     def split_of(self, index: int) -> str:
         for name, (start, stop) in self.ranges.items():
             if start <= index < stop:
                 return name
-        raise IndexError(f"sample {index} is outside [0, {self.settings.num_samples})")
+        raise IndexError(f"sample {index} is outside [0, {self.task.num_samples})")
 
 
 def sample_rng(seed: int, index: int) -> random.Random:
@@ -388,7 +359,7 @@ def make_sample(index: int, plan: GenerationPlan) -> dict[str, Any]:
     """Row ``index`` of the data set: every field of :data:`ROW_SCHEMA`."""
     split = plan.split_of(index)
     pools = plan.pools[split]
-    rng = sample_rng(plan.settings.seed, index)
+    rng = sample_rng(plan.seed, index)
     uniform = rng.random
     kind = _pick(pools.type_choices, uniform())
     strategy = _pick(pools.strategy_choices[kind], uniform())
@@ -396,7 +367,7 @@ def make_sample(index: int, plan: GenerationPlan) -> dict[str, Any]:
     row = dict(EMPTY_ROW)
     row.update(sample_type=kind, data_gen_strategy=strategy, resample_attempts=attempts, sample_index=index,
                split=split)
-    _BUILDERS[kind](row, anchor, strategy, pools, uniform, plan.settings.max_frames)
+    _BUILDERS[kind](row, anchor, strategy, pools, uniform, plan.task.max_frames)
     return row
 
 
@@ -542,7 +513,7 @@ SHARD_RECORDS = ".shards"  # completion records of the finished shards, removed 
 
 
 def _shards(plan: GenerationPlan) -> list[_Shard]:
-    size = plan.settings.save_batch_size
+    size = plan.task.save_batch_size
     shards = []
     for split, (start, stop) in plan.ranges.items():
         step = (stop - start) if size == -1 else size
@@ -622,9 +593,10 @@ def _remove_strays(out: Path, shards: Sequence[_Shard]) -> None:
                 path.unlink()
 
 
-def generate(trajectories: Sequence[Trajectory], settings: GenerationSettings, out: Path, *, store_root: str,
+def generate(trajectories: Sequence[Trajectory], task: VqaConfig, seed: int, out: Path, *, store_root: str,
              store_fingerprint: Mapping[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Write the VQA DatasetDict (train/val/test) and ``generation_config.json`` into ``out``.
+    """Write the VQA DatasetDict (train/val/test) and ``generation_config.json`` into ``out``, as
+    the ``[task]`` section ``task`` and the run's ``seed`` say.
 
     Shards already finished in ``out`` by an interrupted run of the same generation are kept.
 
@@ -633,10 +605,10 @@ def generate(trajectories: Sequence[Trajectory], settings: GenerationSettings, o
     from tqdm.auto import tqdm
 
     out = Path(out)
-    plan = GenerationPlan.of(trajectories, settings)
+    plan = GenerationPlan.of(trajectories, task, seed)
     for note in plan.notes:
         print(f"qvl-vqa: warning: {note}", file=sys.stderr)
-    fingerprint = generation_fingerprint(settings, store_root, store_fingerprint)
+    fingerprint = generation_fingerprint(task, seed, store_root, store_fingerprint)
     key = digest(fingerprint)
     job = _Job(plan=plan, out=out, key=key)
     shards = _shards(plan)
@@ -651,16 +623,16 @@ def generate(trajectories: Sequence[Trajectory], settings: GenerationSettings, o
             records[shard] = record
     reused = len(records)
     pending = [shard for shard in shards if shard not in records]
-    workers = (os.cpu_count() or 1) if settings.num_workers == -1 else settings.num_workers
+    workers = (os.cpu_count() or 1) if task.num_workers == -1 else task.num_workers
     workers = min(workers, len(pending))
-    with tqdm(total=settings.num_samples, initial=sum(s.stop - s.start for s in records), unit="sample",
+    with tqdm(total=task.num_samples, initial=sum(s.stop - s.start for s in records), unit="sample",
               desc="vqa samples", disable=not progress, dynamic_ncols=True) as bar:
         for shard, record in _produce(job, pending, workers):
             records[shard] = record
             bar.update(shard.stop - shard.start)
     summary = _summary(plan, shards, records, reused, key)
     _finish(out, plan, shards, summary, store_root, store_fingerprint)
-    print(f"qvl-vqa: generated {settings.num_samples} samples (" + ", ".join(
+    print(f"qvl-vqa: generated {task.num_samples} samples (" + ", ".join(
         f"{split} {summary['counts'][split]['samples']}" for split in SPLITS) + f"; {reused} of {len(shards)} "
         f"shards kept from an interrupted run)", file=sys.stderr)
     return summary
@@ -726,7 +698,7 @@ def _finish(out: Path, plan: GenerationPlan, shards: Sequence[_Shard], summary: 
     record, and a check that it all reads back; then the shard records go."""
     import datasets
 
-    settings, key = plan.settings, summary["fingerprint_digest"]
+    key = summary["fingerprint_digest"]
     features = row_features()
     for split in SPLITS:
         mine = [s for s in shards if s.split == split]
@@ -741,8 +713,8 @@ def _finish(out: Path, plan: GenerationPlan, shards: Sequence[_Shard], summary: 
     _write_json(out / "trajectory_splits.json",
                 {split: [t.id for t in plan.pools[split].trajectories] for split in SPLITS})
     _write_json(out / "generation_config.json", {
-        "generator": GENERATOR_VERSION, "seed": settings.seed, "settings": attrs.asdict(settings),
-        "strategy_weights": strategy_weights(settings), "prompts": PROMPTS, "store_root": str(store_root),
+        "generator": GENERATOR_VERSION, "seed": plan.seed, "settings": generation_settings(plan.task, plan.seed),
+        "strategy_weights": strategy_weights(plan.task), "prompts": PROMPTS, "store_root": str(store_root),
         "store_fingerprint": dict(store_fingerprint), **summary})
     # check the result reads back as the DatasetDict it claims to be (memory-mapped: cheap)
     loaded = datasets.load_from_disk(str(out))
@@ -776,23 +748,23 @@ def _summary(plan: GenerationPlan, shards: Sequence[_Shard], records: Mapping[_S
             "trajectories_per_task": {task: len(members) for task, members in pools.by_task.items()},
             "types": {kind: dict(sorted(by.items())) for kind, by in sorted(types.items())},
         }
-    return {"num_samples": plan.settings.num_samples, "counts": counts, "notes": list(plan.notes),
+    return {"num_samples": plan.task.num_samples, "counts": counts, "notes": list(plan.notes),
             "shards": len(shards), "shards_reused": reused, "fingerprint_digest": key}
 
 
-def build_vqa_dataset(target: Path, trajectories: Sequence[Trajectory], settings: GenerationSettings,
+def build_vqa_dataset(target: Path, trajectories: Sequence[Trajectory], task: VqaConfig, seed: int,
                       store_root: str, store_fingerprint: Mapping[str, Any], *, force: bool = False,
                       progress: bool = True) -> Path:
     """Generate the data set into ``target`` once (reused while the fingerprint holds; an
     interrupted generation resumes from its finished shards). A user's non-empty folder is refused."""
     from qvl.build import build_directory
 
-    fingerprint = generation_fingerprint(settings, store_root, store_fingerprint)
+    fingerprint = generation_fingerprint(task, seed, store_root, store_fingerprint)
 
     def build(out: Path) -> None:
-        generate(trajectories, settings, out, store_root=store_root, store_fingerprint=store_fingerprint,
+        generate(trajectories, task, seed, out, store_root=store_root, store_fingerprint=store_fingerprint,
                  progress=progress)
 
     return build_directory(target, build, kind="vqa-dataset", fingerprint=fingerprint, force=force, resume=True,
-                           hint="choose another task.output_path", info={"samples": settings.num_samples},
-                           announce=f"qvl-vqa: generating {settings.num_samples} VQA samples into {target}")
+                           hint="choose another task.output_path", info={"samples": task.num_samples},
+                           announce=f"qvl-vqa: generating {task.num_samples} VQA samples into {target}")
