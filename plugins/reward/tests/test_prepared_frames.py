@@ -20,7 +20,8 @@ def test_cached_and_uncached_training_batches_are_identical(tmp_path, qvl_run_st
     cached = qvl_host.call("build_dataset", task=task, config=config, split="train")
     plain = qvl_host.call("build_dataset", task=task,
                           config=load_config(task, overrides=[*sets, "train.prepared_cache=false"]), split="train")
-    assert type(cached).__name__ == "PreparedFrames" and len(cached) == len(plain) == 12
+    assert type(cached.items).__name__ == "PreparedFrames" and len(cached) == len(plain) == 12
+    assert cached.info == plain.info  # the frames' references, for evaluate
     collate = RewardCollator(config.task, qvl_tiny_backbone.processor, with_labels=True)
     for batch in ([0, 5, 11], [3, 7]):
         a, b = collate([cached[i] for i in batch]), collate([plain[i] for i in batch])
@@ -30,9 +31,9 @@ def test_cached_and_uncached_training_batches_are_identical(tmp_path, qvl_run_st
                 torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
             else:
                 assert a[key] == b[key]
-    assert qvl_host.call("build_dataset", task=task, config=config, split="train").prepared.folder == \
-        cached.prepared.folder  # reused
+    assert qvl_host.call("build_dataset", task=task, config=config, split="train").items.prepared.folder == \
+        cached.items.prepared.folder  # reused
     video = next((tmp_path / "lerobot" / "videos").rglob("*.mp4"))
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
-    assert qvl_host.call("build_dataset", task=task, config=config, split="train").prepared.folder != \
-        cached.prepared.folder  # a changed video rebuilds it
+    assert qvl_host.call("build_dataset", task=task, config=config, split="train").items.prepared.folder != \
+        cached.items.prepared.folder  # a changed video rebuilds it

@@ -140,11 +140,6 @@ class CachedFrames(Sequence):
         self.frames = frames
         self.store = store
         self.refs = frames.refs
-        self.label_width = frames.label_width
-
-    @property
-    def labels(self) -> list[int | None]:
-        return self.frames.labels
 
     def __len__(self) -> int:
         return len(self.refs)

@@ -21,6 +21,14 @@ class FrameRef:
     label: int | None
 
 
+@attrs.frozen
+class SplitInfo:
+    """What scoring needs about a split besides its samples (``qvl.Samples.info``): every frame's
+    episode, time, task text and label, read from the frame tables without decoding a video."""
+
+    refs: list[FrameRef]
+
+
 def episodes_of_split(source: LeRobotDataset, split: str, val_fraction: float,
                       overrides: dict[str, str]) -> list[int]:
     """Episode indices of a split: ``task.splits`` first, then ``info.json``'s splits; a dataset

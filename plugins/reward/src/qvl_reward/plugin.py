@@ -10,6 +10,7 @@ from qvl_reward import cached
 from qvl_reward.collate import FRAMES_KEY, LABELS_KEY
 from qvl_reward.config import RewardConfig
 from qvl_reward.data import class_weights, make_data, num_classes, open_source, split_frames
+from qvl_reward.frames import SplitInfo
 
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
@@ -48,16 +49,17 @@ def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     frames = _frames(config, split)
+    info = SplitInfo(refs=frames.refs)  # the labels and episodes for evaluate, without decoding a frame
     if cached.enabled(config):
-        return cached.with_features(config, frames)
+        return qvl.Samples(cached.with_features(config, frames), info)
     if split == "train" and config.train.prepared_cache:
         from qvl_reward.prepared_frames import prepared_frames
 
         size = tuple(config.task.image_size)
-        return prepared_frames(frames, size, name=f"reward-{split}-{size[0]}x{size[1]}")
-    return frames
+        return qvl.Samples(prepared_frames(frames, size, name=f"reward-{split}-{size[0]}x{size[1]}"), info)
+    return qvl.Samples(frames, info)
 
 
 def _frames(config: RunConfig, split: str) -> Any:
@@ -119,16 +121,17 @@ def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any])
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+             info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_reward.report import evaluate_predictions
 
-    return evaluate_predictions(config, predictions, dataset, Path(out_dir))
+    # predictions[i] is the split's i-th frame (validation scores the first train.eval_samples)
+    return evaluate_predictions(config, predictions, info.refs[:len(predictions)], Path(out_dir))
 
 
 @qvl.hookimpl
-def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-                       out_dir: Path) -> dict[str, Any] | None:
+def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+                       info: SplitInfo) -> dict[str, Any] | None:
     from qvl_reward.report import write_reward_curves
 
-    return write_reward_curves(config, predictions, dataset, Path(out_dir))
+    return write_reward_curves(config, predictions, info.refs, Path(out_dir))

@@ -27,8 +27,6 @@ class PreparedFrames(Sequence):
         self.frames = frames
         self.prepared = prepared
         self.cameras = cameras
-        self.labels = frames.labels
-        self.label_width = frames.label_width
 
     def __len__(self) -> int:
         return len(self.prepared)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qvl.data import write_json
+from qvl.report import EvalResult, accuracy, confusion_chart, majority_class, pyplot
 from qvl.scoring import spearman
+
+from qvl_reward.frames import FrameRef
+
+# the comparison table's columns (comparison.md, comparison.png)
+COLUMNS = [("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("mae_bins", "MAE (bins)"),
+           ("spearman_per_episode", "Spearman per episode")]
 
 
 def classification_metrics(truth: list[int], predicted: list[int], classes: int) -> dict[str, Any]:
@@ -32,7 +40,7 @@ def classification_metrics(truth: list[int], predicted: list[int], classes: int)
             f1s.append(f1)
     return {
         "samples": len(truth),
-        "accuracy": sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else 0.0,
+        "accuracy": accuracy(truth, predicted),
         "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
         "per_class": per_class,
         "confusion_matrix": matrix,
@@ -55,62 +63,35 @@ def ordinal_metrics(truth: list[int], predicted: list[int], episodes: list[int])
     }
 
 
-def plot_confusion(matrix: list[list[int]], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(matrix)
-    figure, axis = plt.subplots(figsize=(1.2 * n + 2, 1.1 * n + 1.5), dpi=120)
-    image = axis.imshow(matrix, cmap="Blues")
-    peak = max(max(row) for row in matrix) or 1
-    for r in range(n):
-        for c in range(n):
-            axis.text(c, r, str(matrix[r][c]), ha="center", va="center",
-                      color="white" if matrix[r][c] > peak / 2 else "black")
-    axis.set_xticks(range(n))
-    axis.set_yticks(range(n))
-    axis.set_xlabel("predicted reward bin")
-    axis.set_ylabel("true reward bin")
-    axis.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(out)
-    plt.close(figure)
-
-
-def evaluate_predictions(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
+def evaluate_predictions(config: Any, predictions: list[dict], refs: Sequence[FrameRef], out_dir: Path) -> EvalResult:
+    """The model against the training split's majority class; ``refs``: the evaluated frames'
+    references, ``refs[i]`` the truth of ``predictions[i]``. Writes the confusion matrix as JSON and PNG."""
     from qvl_reward.data import num_classes, split_frames
 
-    truth = list(dataset.labels) if hasattr(dataset, "labels") else [s["label"] for s in dataset]
+    truth = [ref.label for ref in refs]
     predicted = [p["class"] for p in predictions]
     classes = num_classes(config)
     episodes = [p.get("episode") for p in predictions]
     model = {**classification_metrics(truth, predicted, classes), **ordinal_metrics(truth, predicted, episodes)}
-    train_labels = split_frames(config, "train").labels
-    majority = Counter(train_labels).most_common(1)[0][0]
+    majority = majority_class(split_frames(config, "train").labels)
     baseline = {**classification_metrics(truth, [majority] * len(truth), classes),
                 **ordinal_metrics(truth, [majority] * len(truth), episodes)}
     write_json(out_dir / "confusion_matrix.json",
                {"rows": "true class", "columns": "predicted class", "matrix": model["confusion_matrix"]}, indent=2)
-    plot_confusion(model["confusion_matrix"], out_dir / "confusion_matrix.png",
-                   f"reward: accuracy {model['accuracy']:.2f}, macro-F1 {model['macro_f1']:.2f} "
-                   f"(majority {baseline['accuracy']:.2f})")
-    return {"model": model, "baselines": {"majority_class": {
+    confusion_chart(model["confusion_matrix"], out_dir / "confusion_matrix.png",
+                    f"reward: accuracy {model['accuracy']:.2f}, macro-F1 {model['macro_f1']:.2f} "
+                    f"(majority {baseline['accuracy']:.2f})", xlabel="predicted reward bin", ylabel="true reward bin")
+    return EvalResult(model=model, baselines={"majority_class": {
         "class": majority, "accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"],
-        "mae_bins": baseline["mae_bins"]}}, "classes": classes}
+        "mae_bins": baseline["mae_bins"]}}, extra={"classes": classes}, columns=COLUMNS,
+        titles={"majority_class": "majority class"})
 
 
 def plot_curve(episode: int, task: str, rows: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     times = [r["timestamp"] for r in rows]
     expected = [sum(i * p for i, p in enumerate(r["probabilities"])) for r in rows]
-    figure, axis = plt.subplots(figsize=(7, 3.2), dpi=120)
+    figure, axis = plt.subplots(figsize=(7, 3.2))
     axis.plot(times, expected, color="#d62728", label="expected bin (sum of p x bin)")
     axis.step(times, [r["class"] for r in rows], where="mid", color="#1f77b4", alpha=0.7, label="predicted bin")
     if all(r.get("label") is not None for r in rows):
@@ -127,17 +108,16 @@ def plot_curve(episode: int, task: str, rows: list[dict], out: Path) -> None:
     plt.close(figure)
 
 
-def write_reward_curves(config: Any, predictions: list[dict], dataset: Any, out_dir: Path) -> dict[str, Any]:
-    """``rewards.json`` (per episode: frame, time, class, probabilities) and a PNG curve per episode."""
-    refs = dataset.refs if hasattr(dataset, "refs") else None
+def write_reward_curves(config: Any, predictions: list[dict], refs: Sequence[FrameRef], out_dir: Path
+                        ) -> dict[str, Any]:
+    """``rewards.json`` (per episode: frame, time, class, probabilities, true label where known) and a
+    PNG curve per episode; ``refs[i]``: the frame ``predictions[i]`` was made on."""
     episodes: dict[int, list[dict]] = defaultdict(list)
     tasks: dict[int, str] = {}
-    for index, prediction in enumerate(predictions):
+    for prediction, ref in zip(predictions, refs):
         row = {"frame": prediction["frame"], "timestamp": round(prediction["timestamp"], 4),
-               "class": prediction["class"], "probabilities": prediction["probabilities"]}
-        if refs is not None:
-            row["label"] = refs[index].label
-            tasks[prediction["episode"]] = refs[index].task
+               "class": prediction["class"], "probabilities": prediction["probabilities"], "label": ref.label}
+        tasks[prediction["episode"]] = ref.task
         episodes[prediction["episode"]].append(row)
     document = {"every_k_frames": config.task.predict_every,
                 "episodes": [{"episode": e, "task": tasks.get(e, ""), "frames": rows}
