@@ -39,8 +39,8 @@ from typing import Any
 
 import attrs
 import numpy as np
+from qvl.data import read_lines
 from qvl.errors import UserError, unreadable_file
-from qvl.jsonl import read_objects
 
 VIDEO_FILE = "video.mp4"
 FRAME_TS_FILE = "frame_ts.bin"
@@ -334,48 +334,30 @@ def _video_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return count, size
 
 
-class _Line:
-    """The fields of one events line, each checked with an error naming the file, line and field."""
-
-    def __init__(self, path: Path, number: int, row: dict[str, Any]) -> None:
-        self.path, self.number, self.row = path, number, row
-
-    def error(self, field: str, message: str) -> UserError:
-        return UserError(f"{self.path}, line {self.number}, field '{field}': {message}")
-
-    def get(self, field: str, ok: Any, expected: str) -> Any:
-        if field not in self.row:
-            raise self.error(field, f"missing; expected {expected}")
-        value = self.row[field]
-        if not ok(value):
-            raise self.error(field, f"expected {expected}, got {value!r:.60}")
-        return value
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_events(path: Path, qpc_freq: float, offset_ms: float) -> tuple[Event, ...]:
     events: list[Event] = []
-    for number, row in read_objects(path):
-        line = _Line(path, number, row)
-        ts = line.get("ts", _is_int, "an integer QPC tick count")
-        kind = line.get("kind", lambda v: v in KINDS, f"one of {', '.join(KINDS)}")
+    for line in read_lines(path):
+        number, row = line.number, line.row
+        ts = line.value("ts", _is_int, "an integer QPC tick count")
+        kind = line.value("kind", lambda v: v in KINDS, f"one of {', '.join(KINDS)}")
         if events and ts < events[-1].ts:
             raise line.error("ts", f"{ts} is before line {events[-1].line}'s {events[-1].ts}; expected events in "
                                    "time order")
         fields: dict[str, Any] = {}
         if kind in MOUSE_KINDS:
-            fields["x"] = float(line.get("x", _is_number, "a canvas x coordinate in pixels (a number)"))
-            fields["y"] = float(line.get("y", _is_number, "a canvas y coordinate in pixels (a number)"))
+            fields["x"] = float(line.value("x", _is_number, "a canvas x coordinate in pixels (a number)"))
+            fields["y"] = float(line.value("y", _is_number, "a canvas y coordinate in pixels (a number)"))
             if kind == "mouseclick":
-                fields["buttons"] = (line.get("buttons", lambda v: _is_int(v) and v >= 0,
-                                              "a button bit mask (bit 0 left, bit 1 right, bit 2 middle)")
+                fields["buttons"] = (line.value("buttons", lambda v: _is_int(v) and v >= 0,
+                                                "a button bit mask (bit 0 left, bit 1 right, bit 2 middle)")
                                      if "buttons" in row else _LEFT)
         else:
-            fields["vk"] = line.get("vk", lambda v: _is_int(v) and 0 < v < 256,
-                                    "a Windows virtual-key code (an integer 1..255)")
+            fields["vk"] = line.value("vk", lambda v: _is_int(v) and 0 < v < 256,
+                                      "a Windows virtual-key code (an integer 1..255)")
         ms = ts / qpc_freq * 1000.0 + offset_ms
         events.append(Event(line=number, ts=ts, ms=ms, kind=kind, raw=row, **fields))
     return tuple(events)

@@ -11,7 +11,6 @@ sums them up (success rates with a 95 % Wilson interval).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ import attrs
 import numpy as np
 
 import qvl
+from qvl.data import write_json, write_jsonl
 from qvl_vla_flow.controllers import controllers
 from qvl_vla_flow.play import play, play_remote
 from qvl_vla_flow.record import SUPPORTED_ENVS, default_instruction, make_env
@@ -163,8 +163,7 @@ def write_rollout(config: RunConfig, results: dict[str, list[EpisodeResult]], ou
         "policies": {name: summarise(played, fps) for name, played in results.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "episodes.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for played in results.values()
-                                                for r in played))
+    write_jsonl(out / "episodes.jsonl", (r.to_dict() for played in results.values() for r in played))
     plots = [str(plot_success(summary, out / "success.png"))]
     if save_vis:
         videos = out / "videos"
@@ -180,14 +179,8 @@ def write_rollout(config: RunConfig, results: dict[str, list[EpisodeResult]], ou
         if strip is not None:
             plots.append(str(strip))
     summary["plots"] = plots
-    _write_text(out / "rollout.json", json.dumps(summary, indent=2))
+    write_json(out / "rollout.json", summary, indent=2)
     return summary
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def rollout_stage(config: RunConfig, head: Any, run_dir: Path, checkpoint: Path, save_vis: bool) -> dict[str, Any]:
