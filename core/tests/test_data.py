@@ -212,3 +212,14 @@ def test_atomic_writer_leaves_the_old_file_intact_when_writing_fails_midway(tmp_
         write_json(tmp_path / "predictions.jsonl", {"not json": object()})
     assert path.read_text() == '{"old": 1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.jsonl"]  # the temporary files are gone
+
+
+def test_the_core_names_plugins_reached_into_are_public():
+    import qvl.chat
+    import qvl.lerobot
+    from qvl.lerobot import layout
+
+    assert qvl.lerobot.read_jsonl is layout.read_jsonl and qvl.lerobot.read_parquet is layout.read_parquet
+    assert qvl.lerobot.parse_range("2:5", "task.splits.val") == [2, 3, 4]
+    assert qvl.chat._language_model_parts is qvl.chat.language_model_parts  # the old name still works
+    assert {"read_jsonl", "read_parquet", "read_json", "parse_range"} <= set(qvl.lerobot.__all__)
