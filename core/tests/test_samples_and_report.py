@@ -99,6 +99,7 @@ def test_eval_result_in_a_tasks_own_schema_metrics_at_the_top_nested_columns_var
                                 "baselines": result.baselines, "paired_differences": {"progress/mae": {"mean": -7.5}},
                                 "samples": 8}
     assert EvalResult(model={"a": 1.0}, model_key="scores").to_dict() == {"scores": {"a": 1.0}, "baselines": {}}
+    assert EvalResult(model={}, paired_differences={}).to_dict() == {"model": {}, "baselines": {}, "paired_differences": {}}
     result.write(tmp_path)
     assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 

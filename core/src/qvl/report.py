@@ -61,7 +61,8 @@ class EvalResult:
         that is not a dict (e.g. ``"skipped": "why"``) is kept in ``eval.json`` but not tabulated.
     :param intervals: system (``"model"`` or a baseline name) -> metric -> (low, high), e.g. a 95 %
         bootstrap interval; shown in the table as ``0.78 [0.70, 0.85]``.
-    :param paired_differences: metric -> what the task reports for model minus each baseline.
+    :param paired_differences: metric -> what the task reports for model minus each baseline (a field of
+        ``eval.json`` when given, even empty).
     :param extra: further fields of ``eval.json`` (settings used, per-class numbers, ...).
     :param columns: (metric key, title) of the table's columns; default: the model's numbers. A key
         ``"progress/mae"`` reads ``metrics["progress"]["mae"]`` when there is no key of that name.
@@ -81,7 +82,7 @@ class EvalResult:
     model: dict[str, Any]
     baselines: dict[str, Any] = attrs.field(factory=dict)
     intervals: dict[str, dict[str, Interval]] = attrs.field(factory=dict)
-    paired_differences: dict[str, Any] = attrs.field(factory=dict)
+    paired_differences: dict[str, Any] | None = None
     extra: dict[str, Any] = attrs.field(factory=dict)
     columns: list[tuple[str, str]] | None = None
     titles: dict[str, str] = attrs.field(factory=dict)
@@ -127,7 +128,7 @@ class EvalResult:
         if self.intervals and self.intervals_in_json:
             result["intervals"] = {system: {name: list(span) for name, span in spans.items()}
                                    for system, spans in self.intervals.items()}
-        if self.paired_differences:
+        if self.paired_differences is not None:
             result["paired_differences"] = self.paired_differences
         result.update(self.extra)
         return result
