@@ -8,9 +8,10 @@ its first step. ``predict --input`` also takes a folder of frames or one video f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 import qvl
 from qvl.data import image_files
@@ -45,18 +46,22 @@ def all_episodes(config: RunConfig, path: Path | None = None) -> list[Episode]:
     return episodes
 
 
-class SegmentSamples(Sequence):
-    """The episodes of one split as samples ``{"id", "episode"}``; ``train_episodes`` and ``skills``
-    (the skill vocabulary of the training split, which the answer schema allows) ride along for eval."""
+@attrs.frozen
+class SplitInfo:
+    """What scoring needs about a split besides its samples (``qvl.Samples.info``): its episodes, in
+    sample order; the training split's (the baselines' most frequent count and skill); and the skill
+    vocabulary the answer schema allows (the training episodes' skills, else the split's own)."""
 
-    def __init__(self, episodes: list[Episode], train_episodes: list[Episode]) -> None:
+    episodes: list[Episode]
+    train_episodes: list[Episode]
+    skills: list[str]
+
+
+class EpisodeSamples(Sequence):
+    """The episodes of one split as samples ``{"id", "episode"}`` (a fresh dict at each access)."""
+
+    def __init__(self, episodes: list[Episode]) -> None:
         self.episodes = episodes
-        self.train_episodes = train_episodes
-
-    @cached_property
-    def skills(self) -> list[str]:
-        names = {s.skill for e in self.train_episodes for s in e.segments}
-        return sorted(names or {s.skill for e in self.episodes for s in e.segments} or {"action"})
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -66,7 +71,14 @@ class SegmentSamples(Sequence):
         return {"id": episode.episode_id, "episode": episode}
 
 
-def split_samples(config: RunConfig, split: str) -> SegmentSamples:
+def segment_samples(episodes: list[Episode], train_episodes: list[Episode]) -> qvl.Samples[SplitInfo]:
+    """``episodes`` as samples, with their :class:`SplitInfo`."""
+    names = {s.skill for e in train_episodes for s in e.segments}
+    skills = sorted(names or {s.skill for e in episodes for s in e.segments} or {"action"})
+    return qvl.Samples(EpisodeSamples(episodes), SplitInfo(episodes, train_episodes, skills))
+
+
+def split_samples(config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     task = config.task
     splits = split_episodes(all_episodes(config), task.val_fraction, task.test_fraction, config.seed)
     if split not in splits:
@@ -74,27 +86,27 @@ def split_samples(config: RunConfig, split: str) -> SegmentSamples:
     if not splits[split]:
         raise qvl.UserError(f"split {split!r} holds no episode: more episodes, or a larger "
                             f"task.{split}_fraction" if split != "train" else "split 'train' holds no episode")
-    return SegmentSamples(splits[split], splits["train"])
+    return segment_samples(splits[split], splits["train"])
 
 
-def predict_samples(config: RunConfig, source: Path) -> SegmentSamples:
+def predict_samples(config: RunConfig, source: Path) -> qvl.Samples[SplitInfo]:
     """``predict --input``: an episodes file, a folder of frames (one episode, in name order), or a video."""
-    train = split_samples(config, "train").episodes if _has_training_data(config) else []
+    train = split_samples(config, "train").info.episodes if _has_training_data(config) else []
     if source.is_file() and source.suffix == ".jsonl":
-        return SegmentSamples(all_episodes(config, source), train)
+        return segment_samples(all_episodes(config, source), train)
     if source.is_dir():
         frames = image_files(source, what=f"{source} (a folder of frames)")
         episode = Episode(episode_id=source.name, task_name="", init_scene_text="", segments=(),
                           num_frames=len(frames), frames_paths=tuple(frames), video=None, fps=None,
                           source=str(source))
-        return SegmentSamples([episode], train)
+        return segment_samples([episode], train)
     if source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
         from qvl_segment.episodes import video_length
 
         count, fps = video_length(source)
         episode = Episode(episode_id=source.stem, task_name="", init_scene_text="", segments=(), num_frames=count,
                           frames_paths=None, video=source, fps=fps, source=str(source))
-        return SegmentSamples([episode], train)
+        return segment_samples([episode], train)
     raise qvl.UserError(f"predict --input {source}: expected an episodes .jsonl file, a folder of frames or a "
                         f"video ({', '.join(VIDEO_SUFFIXES)})")
 

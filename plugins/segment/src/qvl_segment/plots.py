@@ -14,12 +14,10 @@ MAX_EPISODES = 24  # pictures per call; the metrics cover every episode
 def draw_timelines(predictions: Sequence[dict[str, Any]], episodes: Sequence[Any], task: Any,
                    out_dir: Path) -> list[Path]:
     """Write ``<episode_id>.png`` for the first episodes into ``out_dir``; returns the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from qvl.report import pyplot
     from qvl_segment.episodes import load_frames
+
+    plt = pyplot()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     skills = sorted({s.skill for e in episodes for s in e.segments}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import qvl
 from qvl_segment.config import SegmentConfig
-from qvl_segment.data import make_data, predict_samples, prepare, split_samples
+from qvl_segment.data import SplitInfo, make_data, predict_samples, prepare, split_samples
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,7 @@ def prepare_backbone(task: qvl.Task, config: RunConfig, model: Any, processor: A
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     if split == "predict":
         if config.predict.input:
             return predict_samples(config, Path(config.predict.input).expanduser())
@@ -94,7 +94,7 @@ def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
         from qvl_segment.model import answer_vocabulary
 
         digits = config.task.mode == "lm"
-        answers = [answer_text(e.segments, frames_as_digits=digits) for e in split_samples(config, "train").episodes]
+        answers = [answer_text(e.segments, frames_as_digits=digits) for e in split_samples(config, "train").info.episodes]
         if digits:  # any frame number, not only those the training answers hold
             answers += [str(d) for d in range(10)]
         _VOCABULARY[id(config)] = answer_vocabulary(backbone.tokenizer, answers)
@@ -115,30 +115,30 @@ _SKILLS: dict[int, list[str]] = {}
 def _skills(config: RunConfig) -> list[str]:
     """The skill names the answers may use: those of the training episodes (read once per run)."""
     if id(config) not in _SKILLS:
-        _SKILLS[id(config)] = split_samples(config, "train").skills
+        _SKILLS[id(config)] = split_samples(config, "train").info.skills
     return _SKILLS[id(config)]
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+             info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_segment.report import evaluate_predictions
 
-    episodes = dataset.episodes[:len(predictions)]
+    episodes = info.episodes[:len(predictions)]  # validation scores the split's first train.eval_samples
     if config.eval.save_vis:
         from qvl_segment.plots import draw_timelines
 
         draw_timelines(predictions, episodes, config.task, Path(out_dir) / "timelines")
-    return evaluate_predictions(config, predictions, episodes, dataset.train_episodes, dataset.skills, Path(out_dir))
+    return evaluate_predictions(config, predictions, episodes, info.train_episodes, info.skills, Path(out_dir))
 
 
 @qvl.hookimpl
-def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-                       out_dir: Path) -> dict[str, Any] | None:
+def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+                       info: SplitInfo) -> dict[str, Any] | None:
     from qvl_segment.plots import draw_timelines
 
     if config.predict.save_vis:
-        draw_timelines(predictions, dataset.episodes, config.task, Path(out_dir) / "timelines")
+        draw_timelines(predictions, info.episodes, config.task, Path(out_dir) / "timelines")
     counts = [len(p["segments"]) for p in predictions]
     return {"episodes": len(predictions), "segments": sum(counts),
             "valid_json": sum(bool(p.get("valid")) for p in predictions)}

@@ -8,13 +8,13 @@ with the most frequent training skill. All in the episodes' own frame numbers.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qvl.report import EvalResult, majority_class
 
 from qvl_segment.answers import final_schema
 from qvl_segment.baselines import frame_difference_segments, most_frequent_count, uniform_split
@@ -91,7 +91,7 @@ def baseline_predictions(episodes: Sequence[Episode], train_counts: Sequence[int
                          num_frames: int, image_size: Sequence[int]) -> dict[str, list[list[dict[str, Any]]]]:
     """Segments of the three baselines for every episode (``uniform_true_k`` is an oracle: it knows K)."""
     common_k = most_frequent_count(train_counts) if train_counts else 0
-    common_skill = Counter(train_skills).most_common(1)[0][0] if train_skills else UNKNOWN_SKILL
+    common_skill = majority_class(train_skills) if train_skills else UNKNOWN_SKILL
 
     def rows(segments: Sequence[tuple[int, int, float]]) -> list[dict[str, Any]]:
         return [{"start_frame": int(a), "end_frame": int(b), "score": float(s), "skill": common_skill}
@@ -112,14 +112,15 @@ _BASELINES: dict[tuple, dict[str, list[list[dict[str, Any]]]]] = {}
 
 
 def evaluate_predictions(config: Any, predictions: Sequence[dict[str, Any]], episodes: Sequence[Episode],
-                         train_episodes: Sequence[Episode], skills: Sequence[str], out_dir: Path) -> dict[str, Any]:
-    """The metrics dict of ``eval`` (written to ``eval.json``), with a readable ``report``."""
+                         train_episodes: Sequence[Episode], skills: Sequence[str], out_dir: Path) -> EvalResult:
+    """The model's and the baselines' scores; ``eval.json`` keeps the model's metrics at its top level
+    (``val/mAP@0.5``), with a readable ``report``."""
     task = config.task
     predicted = [p["segments"] for p in predictions]
-    metrics: dict[str, Any] = {"episodes": len(episodes), "mode": task.mode, **score_segments(predicted, episodes)}
+    model: dict[str, Any] = score_segments(predicted, episodes)
     if task.mode != "heatmap":
-        metrics.update(text_scores(predicted, episodes))
-        metrics["json_valid"] = schema_validity(predictions, episodes, skills, task.k_max)
+        model.update(text_scores(predicted, episodes))
+        model["json_valid"] = schema_validity(predictions, episodes, skills, task.k_max)
     train_counts = [len(e.segments) for e in train_episodes]
     train_skills = [s.skill for e in train_episodes for s in e.segments]
     key = (tuple(e.source for e in episodes), tuple(train_counts), tuple(train_skills), task.num_frames,
@@ -127,32 +128,22 @@ def evaluate_predictions(config: Any, predictions: Sequence[dict[str, Any]], epi
     if key not in _BASELINES:  # validation asks again every eval_every steps; the baselines do not change
         _BASELINES.clear()
         _BASELINES[key] = baseline_predictions(episodes, train_counts, train_skills, task.num_frames, task.image_size)
-    baselines = _BASELINES[key]
-    metrics["baselines"] = {name: score_segments(rows, episodes) for name, rows in baselines.items()}
-    metrics["oracles"] = ["uniform_true_k"]
-    metrics["report"] = report_text(metrics)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(metrics["report"] + "\n", encoding="utf-8")
-    return metrics
+    baselines = {name: score_segments(rows, episodes) for name, rows in _BASELINES[key].items()}
+    oracles = ["uniform_true_k"]
+    result = EvalResult(model=model, baselines=baselines, model_key=None, columns=[(k, k) for k in SHOWN],
+                        titles={name: f"{name} (oracle K)" for name in oracles},
+                        extra={"episodes": len(episodes), "mode": task.mode, "oracles": oracles})
+    result.extra["report"] = report_text(result)
+    return result
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def report_text(metrics: dict[str, Any]) -> str:
-    """A markdown table: the model and each baseline on every metric (the oracle marked)."""
-    header = "| metric | model | " + " | ".join(
-        name + (" (oracle K)" if name in metrics["oracles"] else "") for name in metrics["baselines"]) + " |"
-    lines = [f"segment eval on {metrics['episodes']} episodes (mode {metrics['mode']})", "", header,
-             "|" + " --- |" * (2 + len(metrics["baselines"]))]
-    for key in SHOWN:
-        cells = [_shown(metrics.get(key))] + [_shown(b.get(key)) for b in metrics["baselines"].values()]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    extra = {key: metrics[key] for key in ("json_valid", "skill_accuracy", "action_text_exact") if key in metrics}
-    if extra:
-        lines += ["", ", ".join(f"{key} {_shown(value)}" for key, value in extra.items())]
+def report_text(result: EvalResult) -> str:
+    """What ``qvl run segment eval`` prints: the model-and-baselines table (the oracle marked), then
+    the text scores."""
+    lines = [f"segment eval on {result.extra['episodes']} episodes (mode {result.extra['mode']})", "",
+             result.table().rstrip("\n")]
+    shown = {key: result.model[key] for key in ("json_valid", "skill_accuracy", "action_text_exact")
+             if key in result.model}
+    if shown:
+        lines += ["", ", ".join(f"{key} {value:.3f}" for key, value in shown.items())]
     return "\n".join(lines)
