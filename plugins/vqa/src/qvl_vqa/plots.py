@@ -15,11 +15,9 @@ CURVES = 6  # trajectories drawn as curves
 def plot_progress(predictions: Sequence[dict[str, Any]], out: Path) -> Path | None:
     """Left: every progress answer against the truth. Right: a few trajectories' forward clips,
     true and predicted progress against how far into the trajectory the clip ends."""
-    import matplotlib
+    from qvl.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [p for p in predictions if p["sample_type"] == "progress" and p["value"] is not None]
     if not rows:
         return None
@@ -53,11 +51,9 @@ def plot_progress(predictions: Sequence[dict[str, Any]], out: Path) -> Path | No
 
 
 def plot_confusion(predictions: Sequence[dict[str, Any]], out: Path) -> Path | None:
-    """Paired questions: true against answered video (2x2 per type); progress: in 10-point bins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Paired questions: true against answered video (2x2 per type); progress: in 10-point bins. One
+    panel each, side by side, drawn by ``qvl.report.confusion_axes``."""
+    from qvl.report import confusion_axes, pyplot
 
     panels = []
     for kind in ("preference", "similarity"):
@@ -75,14 +71,10 @@ def plot_confusion(predictions: Sequence[dict[str, Any]], out: Path) -> Path | N
         panels.append(("progress (10-point bins)", matrix, [str(10 * k) for k in range(10)]))
     if not panels:
         return None
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
     for ax, (title, matrix, labels) in zip(axes[0], panels):
-        ax.imshow(matrix, cmap="Blues")
-        ax.set(title=title, xlabel="answered", ylabel="true", xticks=range(len(labels)), yticks=range(len(labels)),
-               xticklabels=labels, yticklabels=labels)
-        if len(labels) <= 2:
-            for (i, j), count in np.ndenumerate(matrix):
-                ax.text(j, i, str(count), ha="center", va="center")
+        confusion_axes(ax, matrix.tolist(), title, xlabel="answered", ylabel="true", labels=labels)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

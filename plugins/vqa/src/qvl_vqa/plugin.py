@@ -12,6 +12,7 @@ from qvl_vqa.data import existing_dataset, generate, generated_dataset, make_dat
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
+    from qvl_vqa.samples import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
@@ -49,16 +50,18 @@ def register_tasks(register: Any) -> None:
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     from qvl_vqa.samples import VqaSamples
 
     if split == "predict":
         split = config.predict.split
         if config.predict.input:  # a data set generated before, from the store it names
             folder, store = existing_dataset(config, Path(config.predict.input).expanduser())
-            return VqaSamples(folder, split, store, both_orders=config.task.both_orders)
+            samples = VqaSamples(folder, split, store, both_orders=config.task.both_orders)
+            return qvl.Samples(samples, samples.info())
     folder, store = generated_dataset(config)
-    return VqaSamples(folder, split, store, both_orders=split != "train" and config.task.both_orders)
+    samples = VqaSamples(folder, split, store, both_orders=split != "train" and config.task.both_orders)
+    return qvl.Samples(samples, samples.info())
 
 
 @qvl.hookimpl
@@ -89,8 +92,8 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[st
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+             info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_vqa.report import evaluate_predictions
 
-    return evaluate_predictions(config, predictions, dataset, Path(out_dir))
+    return evaluate_predictions(config, predictions, info, Path(out_dir))

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qvl.report import EvalResult
 from qvl.scoring import bootstrap_interval, spearman
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
+    from qvl_vqa.samples import SplitInfo
 
 INVALID_PROGRESS = 50  # what an invalid progress answer counts as (constrained decoding gives none)
 Values = list[int | None]
@@ -248,41 +250,50 @@ def paired_differences(predictions: Sequence[dict[str, Any]], values: Values,
     return result
 
 
-def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], dataset: Any,
-                         out_dir: Path) -> dict[str, Any]:
-    """The evaluation's metrics (with a readable ``report`` that ``qvl run vqa eval`` prints), and with
-    ``eval.save_vis`` the progress curves and confusion matrices as PNGs."""
+# the comparison table's columns: (sample type, metric), those some system has a number for
+COLUMNS = [("preference", "accuracy"), ("preference", "debiased_accuracy"), ("similarity", "debiased_accuracy"),
+           ("progress", "mae"), ("progress", "rmse"), ("progress", "spearman_per_trajectory")]
+GREEDY = "greedy_answers"
+
+
+def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], info: SplitInfo,
+                         out_dir: Path) -> EvalResult:
+    """The model's and the baselines' scores by sample type with their 95 % intervals (``eval.json``
+    keeps the model's at its top level), with a readable ``report`` that ``qvl run vqa eval`` prints;
+    with ``eval.save_vis`` the progress curves and confusion matrices as PNGs."""
     model_values: Values = [p["value"] for p in predictions]
-    train_mean = getattr(dataset, "train_progress_mean", lambda: None)()
+    train_mean = info.train_progress_mean
     baseline_values = baseline_answers(predictions, train_mean, config.seed)
     baselines = {name: scores(predictions, values, config) for name, values in baseline_values.items()}
     model = scores(predictions, model_values, config)
     # answered from the distribution (task.progress_answer): the greedy answers, for comparison
-    greedy = None
+    variants = {}
     if any("greedy_value" in p for p in predictions):
-        greedy = scores(predictions, [p.get("greedy_value", p["value"]) for p in predictions], config)
+        variants[GREEDY] = scores(predictions, [p.get("greedy_value", p["value"]) for p in predictions], config)
     kinds: dict[str, int] = defaultdict(int)
     for p in predictions:
         if not p["swapped"]:
             kinds[p["sample_type"]] += 1
-    result = {
-        "dataset_path": str(getattr(dataset, "dataset_dir", "")),
-        "split": getattr(dataset, "split", None),
-        "total_samples": sum(kinds.values()),
-        "sample_types": dict(kinds),
-        "asked": len(predictions),
-        "invalid_answers": sum(not p["valid"] for p in predictions),
-        **model,
-        "by_task": breakdown(predictions, "task"),
-        "by_strategy": breakdown(predictions, "strategy"),
-        "progress_answer": config.task.progress_answer,
-        **({"greedy_answers": greedy} if greedy is not None else {}),
-        "baselines": baselines,
-        "train_mean_progress": None if train_mean is None else round(train_mean, 3),
-        "comparison": comparison(model, baselines),
-        "paired_differences": paired_differences(predictions, model_values, baseline_values, config),
-    }
-    result["report"] = report_text(result)
+    present = [(k, m) for k, m in COLUMNS if k in model or any(k in b for b in baselines.values())]
+    intervals = {name: {f"{kind}/{metric}": tuple(scored[kind][_ci_key(metric)]) for kind, metric in present
+                        if scored.get(kind, {}).get(_ci_key(metric))}
+                 for name, scored in {"model": model, **variants, **baselines}.items()}
+    result = EvalResult(
+        model=model, model_key=None, variants=variants, baselines=baselines,
+        intervals=intervals, intervals_in_json=False,  # eval.json has them as the metrics' *_ci95
+        paired_differences=paired_differences(predictions, model_values, baseline_values, config),
+        columns=[(f"{kind}/{metric}", f"{kind} {metric}") for kind, metric in present],
+        titles={GREEDY: "model, greedy answers"},
+        extra={
+            "dataset_path": str(info.dataset_dir), "split": info.split,
+            "total_samples": sum(kinds.values()), "sample_types": dict(kinds), "asked": len(predictions),
+            "invalid_answers": sum(not p["valid"] for p in predictions),
+            "by_task": breakdown(predictions, "task"), "by_strategy": breakdown(predictions, "strategy"),
+            "progress_answer": config.task.progress_answer,
+            "train_mean_progress": None if train_mean is None else round(train_mean, 3),
+            "comparison": comparison(model, baselines),
+        })
+    result.extra["report"] = report_text(result)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.eval.save_vis:
@@ -293,43 +304,18 @@ def evaluate_predictions(config: RunConfig, predictions: list[dict[str, Any]], d
     return result
 
 
-def report_text(result: dict[str, Any]) -> str:
+def report_text(result: EvalResult) -> str:
     """What the terminal shows: counts, the model-and-baselines table, and the verdicts."""
-    lines = [f"{result['total_samples']} samples of split {result['split']} ({result['sample_types']}), "
-             f"{result['asked']} questions asked, {result['invalid_answers']} invalid answers",
-             "", table({k: result[k] for k in ("preference", "similarity", "progress") if k in result},
-                       result["baselines"], result.get("greedy_answers")), ""]
-    for metric, verdict in result["comparison"].items():
+    extra = result.extra
+    lines = [f"{extra['total_samples']} samples of split {extra['split']} ({extra['sample_types']}), "
+             f"{extra['asked']} questions asked, {extra['invalid_answers']} invalid answers",
+             "", result.table().rstrip("\n"), ""]
+    for metric, verdict in extra["comparison"].items():
         beaten = [name for name, ok in verdict["beats"].items() if ok]
         lines.append(f"{metric}: the model's 95 % interval clears {len(beaten)} of {len(verdict['beats'])} "
                      f"baselines ({', '.join(beaten) or 'none'})")
-    for metric, against in result.get("paired_differences", {}).items():
+    for metric, against in (result.paired_differences or {}).items():
         lines.append(f"{metric}, model minus baseline on the same resampled trajectories: " + ", ".join(
             f"{name} {d['difference']:+.1f} [{d['difference_ci95'][0]:+.1f}, {d['difference_ci95'][1]:+.1f}]"
             if d["difference_ci95"] else f"{name} {d['difference']:+.1f}" for name, d in against.items()))
     return "\n".join(lines)
-
-
-def table(model: dict[str, Any], baselines: dict[str, dict[str, Any]], greedy: dict[str, Any] | None = None) -> str:
-    """A plain-text table: one line per system, each metric with its 95 % interval (``greedy``: the
-    model's greedy answers, when it answered progress from its distribution)."""
-    columns = [("preference", "accuracy"), ("preference", "debiased_accuracy"), ("similarity", "debiased_accuracy"),
-               ("progress", "mae"), ("progress", "rmse"), ("progress", "spearman_per_trajectory")]
-    present = [(k, m) for k, m in columns if k in model or any(k in b for b in baselines.values())]
-
-    def cell(scored: dict[str, Any], kind: str, metric: str) -> str:
-        part = scored.get(kind)
-        if not part or part.get(metric) is None:
-            return "-"
-        interval = part.get(_ci_key(metric))
-        text = f"{part[metric]:.3f}" if metric != "mae" and metric != "rmse" else f"{part[metric]:.1f}"
-        if interval:
-            text += f" [{interval[0]:.3g}, {interval[1]:.3g}]"
-        return text
-
-    header = ["system", *(f"{k} {m}" for k, m in present)]
-    rows = [header] + [[name, *(cell(s, k, m) for k, m in present)]
-                       for name, s in [("model", model), *([("model, greedy answers", greedy)] if greedy else []),
-                                       *baselines.items()]]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows)

@@ -65,6 +65,16 @@ class Item:
         return answer
 
 
+@attrs.frozen
+class SplitInfo:
+    """What scoring needs about a split besides its items (``qvl.Samples.info``): where the data set
+    is, which split this is, and the train split's mean progress answer (the constant baseline's)."""
+
+    dataset_dir: Path
+    split: str
+    train_progress_mean: float | None
+
+
 def _field(prefix: str, name: str) -> str:
     return f"{prefix}_{name}" if prefix else name
 
@@ -127,6 +137,9 @@ class VqaSamples(Sequence):
                                 "again from this store") from None
         return Video(frames=self.store.frames(trajectory, indices), frame_indices=indices, fps=trajectory.fps,
                      trajectory_id=trajectory_id, num_frames=trajectory.num_frames)
+
+    def info(self) -> SplitInfo:
+        return SplitInfo(dataset_dir=self.dataset_dir, split=self.split, train_progress_mean=self.train_progress_mean())
 
     def train_progress_mean(self) -> float | None:
         """The mean progress answer of the data set's train split: the constant baseline's answer."""

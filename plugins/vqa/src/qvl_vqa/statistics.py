@@ -121,11 +121,9 @@ def format_table(stats: dict[str, Any]) -> str:
 
 
 def _plot(stats: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from qvl.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     splits = list(stats["by_split"])
     types = sorted({t for by in stats["by_split_and_type"].values() for t in by})
