@@ -10,11 +10,11 @@ from qvl_reward import cached
 from qvl_reward.collate import FRAMES_KEY, LABELS_KEY
 from qvl_reward.config import RewardConfig
 from qvl_reward.data import class_weights, make_data, num_classes, open_source, split_frames
-from qvl_reward.frames import SplitInfo
 
 if TYPE_CHECKING:
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
+    from qvl_reward.frames import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
@@ -50,6 +50,8 @@ def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
 
 @qvl.hookimpl
 def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+    from qvl_reward.frames import SplitInfo
+
     frames = _frames(config, split)
     info = SplitInfo(refs=frames.refs)  # the labels and episodes for evaluate, without decoding a frame
     if cached.enabled(config):
