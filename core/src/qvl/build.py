@@ -8,6 +8,11 @@ embedded backbones) goes through :func:`build_directory`:
   build never leaves a folder that looks complete;
 * a folder is only ever replaced when it carries that marker: a non-empty folder without it
   belongs to the user and is refused with a :class:`~qvl.errors.UserError`;
+* the marker lists what the build wrote (every file's size and modification time, every
+  folder), so a marked folder that has gained or changed files since (a user's labels, notes) is
+  refused too instead of being swapped out with them;
+* a disk that fills up during a build is a :class:`~qvl.errors.OutOfSpaceError` (one line, exit 2):
+  the temporary folder is removed and the previous build stays;
 * a lock file beside the target makes two processes (or two ranks of one launch) asking for the
   same folder build it once: the first builds, the others wait and reuse it.
 
@@ -29,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from qvl.errors import UserError
+from qvl.errors import UserError, format_bytes, free_bytes, is_out_of_space, out_of_space
 
 MARKER = ".qvl.json"
 TMP_TAG = ".qvl-tmp-"
@@ -66,6 +71,84 @@ def check_writable(path: str | Path, hint: str = "choose another folder") -> Non
                         f"nothing was changed; {hint}")
 
 
+def written_files(folder: str | Path) -> dict[str, Any]:
+    """What is in ``folder`` (the marker aside): ``{"files": {path: [size, mtime_s]}, "folders": [path]}``
+    with ``/``-separated paths relative to it. Recorded in the marker of a build, it tells qvl's
+    files from those a user adds later. Whole seconds, because a copy to another file system may
+    keep no finer modification times."""
+    root = Path(folder)
+    files: dict[str, list[int]] = {}
+    folders: list[str] = []
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                relative = Path(entry.path).relative_to(root).as_posix()
+                if relative in (MARKER, f"{MARKER}.tmp"):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relative)
+                    pending.append(Path(entry.path))
+                else:
+                    stat = entry.stat(follow_symlinks=False)
+                    files[relative] = [stat.st_size, int(stat.st_mtime)]
+    return {"files": files, "folders": sorted(folders)}
+
+
+def foreign_entries(folder: str | Path, marker: Mapping[str, Any]) -> tuple[list[str], list[str]] | None:
+    """``(added, changed)``: what in a marked ``folder`` qvl did not write (a folder is listed once,
+    with a trailing ``/``, not its content) and which of qvl's files were modified since; ``None``
+    when the marker lists no files (a folder built before qvl recorded them)."""
+    recorded = marker.get("written")
+    if not isinstance(recorded, Mapping):
+        return None
+    known_files = recorded.get("files") or {}
+    known_folders = set(recorded.get("folders") or ())
+    current = written_files(folder)
+    added = [f"{path}/" for path in current["folders"]
+             if path not in known_folders and path.rpartition("/")[0] in known_folders | {""}]
+    changed = []
+    for path, size_mtime in current["files"].items():
+        if path not in known_files:
+            if path.rpartition("/")[0] in known_folders | {""}:  # not inside a folder listed already
+                added.append(path)
+        elif list(known_files[path]) != size_mtime:
+            changed.append(path)
+    return sorted(added), sorted(changed)
+
+
+def check_replaceable(path: str | Path, hint: str = "choose another folder") -> None:
+    """Refuse to replace a folder qvl wrote once someone added or changed files in it; they are
+    not qvl's to delete. A folder qvl did not write at all is refused by :func:`check_writable`."""
+    path = Path(path)
+    marker = read_marker(path) if path.is_dir() else None
+    if marker is None:
+        return
+    found = foreign_entries(path, marker)
+    if found is None:
+        raise UserError(f"{path}: written by an earlier qvl that did not record its files, so files added "
+                        f"since cannot be told from its own; nothing was changed; delete the folder if nothing "
+                        f"in it is yours, or {hint}")
+    added, changed = found
+    if not added and not changed:
+        return
+    what = []
+    if added:
+        what.append(f"{_count(added, 'entry', 'entries')} qvl did not write ({_some(added)})")
+    if changed:
+        what.append(f"{_count(changed, 'file', 'files')} of its own changed since ({_some(changed)})")
+    raise UserError(f"{path}: a new build would replace this folder qvl wrote, but it holds "
+                    f"{' and '.join(what)}; nothing was changed; move those files out of it, or {hint}")
+
+
+def _count(items: list[str], one: str, many: str) -> str:
+    return f"{len(items)} {one if len(items) == 1 else many}"
+
+
+def _some(paths: list[str], shown: int = 3) -> str:
+    return ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
 def build_directory(
     target: str | Path,
     build: Callable[[Path], Any],
@@ -94,15 +177,19 @@ def build_directory(
         next build with the same fingerprint gets it back, pieces and all (``build`` must then
         reuse what it finds complete and redo the rest). A different fingerprint discards it.
     :returns: ``target``.
-    :raises UserError: ``target`` exists, is not empty and has no qvl marker.
+    :raises UserError: ``target`` exists, is not empty and has no qvl marker; or it has one but
+        would be replaced while it holds files qvl did not write (or changed ones).
+    :raises OutOfSpaceError: the disk filled up; the temporary folder is gone, ``target`` unchanged.
     """
     from filelock import FileLock
 
     target = Path(target).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
     wanted = _canonical(fingerprint)
+    # Refuse before taking the lock, so that a refusal leaves nothing behind, not even a lock file.
+    _check_build(target, wanted, force, hint)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.qvl-lock")):
-        check_writable(target, hint)
+        _check_build(target, wanted, force, hint)  # again: another process may have built meanwhile
         existing = read_marker(target) if target.is_dir() else None
         if existing is not None and not force and existing.get("fingerprint") == wanted:
             return target
@@ -115,17 +202,41 @@ def build_directory(
             tmp = partial
         else:
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent))
+        free_at_start = free_bytes(tmp)
         try:
             build(tmp)
             record = {"kind": kind, "writer": f"qvl {_version()}", "created": time.time(),
-                      "fingerprint": wanted, **(dict(info) if info else {})}
+                      "fingerprint": wanted, **(dict(info) if info else {}), "written": written_files(tmp)}
             (tmp / MARKER).write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
             _swap_in(tmp, target)
-        except BaseException:
+        except BaseException as exc:
+            full = is_out_of_space(exc, tmp)  # asked before the clean-up frees the space again
             if partial is None:
                 shutil.rmtree(tmp, ignore_errors=True)
+            if full:
+                kept = (f"the finished part stays in {partial} for the next try" if partial is not None
+                        else "the unfinished copy was removed")
+                previous = "the previous build is kept" if existing is not None else "nothing else was changed"
+                raise out_of_space(target, f"the {kind} folder", needed=_more_than(free_at_start),
+                                   kept=f"{kept}, {previous}; free some space and run again") from exc
             raise
     return target
+
+
+def _more_than(free_at_start: int | None) -> str:
+    """What a write that filled the disk needed: more than was free when it started."""
+    if free_at_start is None:
+        return "more space"
+    return f"more than the {format_bytes(free_at_start)} free when it started"
+
+
+def _check_build(target: Path, wanted: Any, force: bool, hint: str) -> None:
+    """Refuse a user's folder, and a folder qvl wrote that this build would replace while it holds
+    files qvl did not write."""
+    check_writable(target, hint)
+    existing = read_marker(target) if target.is_dir() else None
+    if existing is not None and (force or existing.get("fingerprint") != wanted):
+        check_replaceable(target, hint)
 
 
 def remove_owned(path: str | Path) -> None:

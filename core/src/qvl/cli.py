@@ -156,10 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # bitsandbytes' CPU backend logs a warning at import asking for the `kernels` package, which
     # would download kernels from a hub at run time; qvl runs without it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    from qvl.errors import USER_ERROR_EXIT, UserError
+    from qvl.errors import USER_ERROR_EXIT, UserError, is_out_of_space, out_of_space
 
     try:
-        return _command(args)
+        status = _command(args)
+        sys.stdout.flush()  # here, so that a reader that went away is noticed inside the try
+        return status
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe (a socket, a worker): not the reader of our output
+            return _internal_error()
+        return _reader_gone()
     except ConfigError as exc:
         print("qvl: configuration error:", file=sys.stderr)
         for problem in exc.problems:
@@ -174,9 +180,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qvl: interrupted; complete checkpoints are kept", file=sys.stderr)
         return 130
-    except Exception:
-        # Not a mistake in the user's input: a bug in qvl, a plugin or a library. Show where.
-        traceback.print_exc()
-        print("qvl: internal error (the traceback above is a bug in qvl, a plugin or a library, not in "
-              "your input; please report it)", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        if is_out_of_space(exc) and not os.environ.get(DEBUG_ENV):
+            # a full disk met by a write that does not say more (a plugin's own file); checkpoints
+            # and builds raise OutOfSpaceError with what they need and what they kept
+            where = getattr(exc, "filename", None)
+            line = (str(out_of_space(where, "it", needed="more space", kept="free some space and run again"))
+                    if where else f"out of disk space ({exc}); free some space and run again")
+            print(f"qvl: error: {line}", file=sys.stderr)
+            return USER_ERROR_EXIT
+        return _internal_error()
+
+
+def _internal_error() -> int:
+    """Not a mistake in the user's input: a bug in qvl, a plugin or a library. Show where."""
+    traceback.print_exc()
+    print("qvl: internal error (the traceback above is a bug in qvl, a plugin or a library, not in "
+          "your input; please report it)", file=sys.stderr)
+    return 1
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of our standard output has gone (poll reports an error on a pipe's
+    writing end once nobody reads it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or no file descriptor behind stdout
+        return True
+
+
+def _reader_gone() -> int:
+    """The end of ``qvl tasks | head -1``: the reader closed the pipe. Stop quietly, as Unix tools
+    do, with the status of a process ended by SIGPIPE; stdout is pointed at /dev/null so that
+    Python's own flush at exit does not report the broken pipe once more."""
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor to redirect (stdout replaced in-process)
+        pass
+    return 128 + signal.SIGPIPE

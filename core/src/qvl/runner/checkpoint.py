@@ -18,7 +18,15 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
-from qvl.errors import UserError
+from qvl.errors import (
+    OutOfSpaceError,
+    UserError,
+    folder_bytes,
+    format_bytes,
+    free_bytes,
+    is_out_of_space,
+    out_of_space,
+)
 from qvl.runner.rundir import CHECKPOINT_PATTERN
 
 TRAINER_STATE = "trainer_state.json"
@@ -96,13 +104,69 @@ def save(
     A step checkpoint holds everything ``--resume`` needs and old ones are pruned to ``keep``; a
     named one (``best``) holds the weights and the trainer state only, is replaced atomically
     (the previous one is moved aside, then removed) and is never pruned.
-    """
-    import torch
-    from safetensors.torch import save_file
 
+    :raises OutOfSpaceError: the disk filled up; the unfinished checkpoint is removed, the earlier
+        ones are kept.
+    """
     label = name or f"step-{state.step:08d}"
     final = checkpoints_dir / label
     tmp = checkpoints_dir / f".tmp-{label}"
+    free_at_start = free_bytes(checkpoints_dir)
+    try:
+        _write(checkpoints_dir, state, tmp, final, label, accelerator=accelerator, backbone=backbone, head=head,
+               optimizer=optimizer, scheduler=scheduler, finetune=finetune, keep=keep, name=name)
+    except Exception as exc:
+        full = is_out_of_space(exc, checkpoints_dir)  # asked before the clean-up frees the space again
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only takes the space a retry needs
+        if full:
+            raise _out_of_space(checkpoints_dir, final, name, free_at_start) from exc
+        raise
+    return final
+
+
+def _out_of_space(checkpoints_dir: Path, final: Path, name: str | None,
+                  free_at_start: int | None) -> OutOfSpaceError:
+    """The one line for a checkpoint the disk had no room for: what it needs (the size of the last
+    checkpoint of its kind, else more than was free), what is kept and how to go on."""
+    steps = sorted(p for p in checkpoints_dir.iterdir() if CHECKPOINT_PATTERN.match(p.name))
+    last_step = steps[-1] if steps else None
+    same_kind = last_step if name is None else (final if final.is_dir() else None)
+    if same_kind is not None:
+        needed = f"about {format_bytes(folder_bytes(same_kind))}, the size of {same_kind.name}"
+    elif free_at_start is not None:
+        needed = f"more than the {format_bytes(free_at_start)} free when it started"
+    else:
+        needed = "more space"
+    kept = [p.name for p in (last_step, final if name is not None and final.is_dir() else None) if p is not None]
+    if last_step is not None:
+        outcome = (f"{' and '.join(kept)} kept; free some space, then continue with "
+                   f"--run-dir {checkpoints_dir.parent} --resume")
+    else:
+        outcome = f"{' and '.join(kept) + ' kept, ' if kept else ''}no checkpoint to resume from yet; free some " \
+                  "space and train again"
+    return out_of_space(final, f"the {name or 'step'} checkpoint", needed=needed, kept=outcome)
+
+
+def _write(
+    checkpoints_dir: Path,
+    state: TrainerState,
+    tmp: Path,
+    final: Path,
+    label: str,
+    *,
+    accelerator: Any,
+    backbone: Any,
+    head: Any,
+    optimizer: Any,
+    scheduler: Any,
+    finetune: str,
+    keep: int,
+    name: str | None,
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed save, under qvl's dotted name
         tmp.mkdir(parents=True)
@@ -140,7 +204,6 @@ def save(
         if name is None:
             _prune(checkpoints_dir, keep)
     accelerator.wait_for_everyone()
-    return final
 
 
 def _prune(checkpoints_dir: Path, keep: int) -> None:

@@ -1,24 +1,40 @@
-"""Training metrics: ``metrics.jsonl`` always, TensorBoard when installed, a loss-curve PNG."""
+"""Training metrics: ``metrics.jsonl`` always, TensorBoard when installed, a loss-curve PNG; and
+the per-step sample record (``samples/rank-N.jsonl``).
+
+Both JSONL files reach the disk line by line, so ``kill -9`` loses no finished step, and a run
+that starts (again) from step N first cuts them back to what happened up to step N: a resumed
+run, or one restarted without a checkpoint, continues one history instead of repeating steps.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qvl.errors import is_out_of_space, out_of_space
+
 
 class MetricsLog:
-    def __init__(self, run_path: Path, enabled: bool):
+    """``metrics.jsonl`` (and TensorBoard) of a run that starts at ``start_step``: what an earlier
+    attempt logged after that step is dropped first."""
+
+    def __init__(self, run_path: Path, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         self.path = run_path / "metrics.jsonl"
         self.started = time.perf_counter()
         self.writer = None
         if enabled:
+            # records of step N were logged before checkpoint N was saved: they belong to its history
+            truncate_jsonl(self.path, lambda record: _step(record) <= start_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_path / "tensorboard"))
+                # TensorBoard drops the events of earlier files from purge_step on
+                self.writer = SummaryWriter(str(run_path / "tensorboard"), purge_step=start_step + 1)
             except ImportError:  # tensorboard is optional
                 self.writer = None
 
@@ -26,15 +42,85 @@ class MetricsLog:
         if not self.enabled:
             return
         record = {"step": step, **values, "elapsed_s": round(time.perf_counter() - self.started, 3)}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise out_of_space(self.path, f"the metrics of step {step}", needed="a few hundred bytes",
+                                   kept="the last complete checkpoint is kept; free some space and continue "
+                                        "with --resume") from exc
+            raise
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+            self.writer.flush()  # else events wait up to two minutes in memory, lost to a kill -9
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class SamplesLog:
+    """``samples/rank-N.jsonl``: the ids in each batch one process trained on, a line per batch.
+
+    Each line is flushed as it is written. A record's ``step`` is the optimizer step the batch
+    went into (counted from 0), so a run starting at ``start_step`` keeps the records below it.
+    """
+
+    def __init__(self, path: Path, start_step: int = 0):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        truncate_jsonl(path, lambda record: _step(record) < start_step)
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise out_of_space(self.path, f"the samples of step {record.get('step')}", needed="a few kB",
+                                   kept="the last complete checkpoint is kept; free some space and continue "
+                                        "with --resume") from exc
+            raise
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        except OSError:  # a full disk, already reported by write()
+            pass
+
+
+def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Keep the records of ``path`` that ``keep`` accepts, in order; the file is replaced whole
+    (written beside, renamed), so a kill during the cut leaves the old or the new file. A torn last
+    line (a write cut short by ``kill -9``) is dropped. A missing file is left missing."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and line.endswith("\n") and keep(record):
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".{path.name}.qvl-tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _step(record: dict[str, Any]) -> float:
+    step = record.get("step")
+    return step if isinstance(step, (int, float)) else float("inf")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

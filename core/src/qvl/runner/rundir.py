@@ -19,6 +19,11 @@ from qvl.errors import UserError
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 BEST = "best"
+RUN_KIND = "run"
+# What a run writes at the top of its folder before its first checkpoint: a failed run holding
+# only these may be removed to reuse its name; anything else there was put there by someone.
+RUN_ENTRIES = frozenset({".qvl.json", "config.toml", "metrics.jsonl", "samples", "tensorboard", "checkpoints",
+                         "validation", "loss.png"})
 
 
 @attrs.define
@@ -92,22 +97,65 @@ class RunDir:
         return float(value) if isinstance(value, (int, float)) else self.config_path.stat().st_mtime
 
     def claim(self, task_name: str) -> None:
-        """Make this folder a run directory of qvl's; a user's non-empty folder is refused."""
+        """Make this folder a run directory of qvl's; a user's non-empty folder, another kind of
+        folder qvl wrote (a data set) and a run of another task are refused."""
         check_writable(self.path, hint="choose another --run-dir or run_name")
+        marker = read_marker(self.path) if self.path.is_dir() else None
+        if marker is not None and marker.get("kind") != RUN_KIND:
+            raise UserError(f"{self.path}: a {marker.get('kind')} folder qvl wrote, not a run directory; "
+                            "nothing was changed; choose another --run-dir or run_name")
+        self.check_task(task_name, "train")
         self.path.mkdir(parents=True, exist_ok=True)
-        if read_marker(self.path) is None:
-            write_marker(self.path, "run", task=task_name, started=time.time())
+        if marker is None:
+            write_marker(self.path, RUN_KIND, task=task_name, started=time.time())
+
+    def task_name(self) -> str | None:
+        """The task this run was trained for (its saved config, else its marker); ``None`` when
+        the folder is not a run directory of qvl's."""
+        if self.config_path.is_file():
+            try:
+                name = self.saved_config().get("task_name")
+            except ConfigError:
+                name = None
+            if isinstance(name, str) and name:
+                return name
+        marker = read_marker(self.path) if self.path.is_dir() else None
+        name = marker.get("task") if marker is not None and marker.get("kind") == RUN_KIND else None
+        return name if isinstance(name, str) and name else None
+
+    def check_task(self, task_name: str, stage: str) -> None:
+        """Refuse to run ``stage`` of ``task_name`` on a run of another task: its saved config would
+        only give a list of keys the other task does not know."""
+        owner = self.task_name()
+        if owner is not None and owner != task_name:
+            raise UserError(f"{self.path}: this run belongs to task {owner!r}, not {task_name!r}; "
+                            f"use 'qvl run {owner} {stage} --run-dir {self.path}', or another --run-dir")
 
     @classmethod
     def new(cls, config: RunConfig) -> RunDir:
         name = config.run_name or f"{config.task_name}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = Path(config.output_dir) / name
         run = cls(path)
-        if path.exists() and any(path.iterdir()):
-            if read_marker(path) is not None and not run.checkpoints() and run.best_checkpoint() is None:
-                # a run that failed before its first checkpoint: nothing worth keeping, reuse the name
-                remove_owned(path)
-                return run
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            marker = read_marker(path) if path.is_dir() else None
+            if marker is None or marker.get("kind") != RUN_KIND:
+                # a user's folder (or a data set qvl wrote): --resume would be refused too
+                raise ConfigError([f"run_name {name!r}: {path} already exists and is not a qvl run directory; "
+                                   "choose another run_name or output_dir"])
+            owner = run.task_name()
+            if owner is not None and owner != config.task_name:
+                raise ConfigError([f"run_name {name!r}: {path} is a run of task {owner!r}; "
+                                   "choose another run_name or output_dir"])
+            if not run.checkpoints() and run.best_checkpoint() is None:
+                # a run that failed before its first checkpoint: nothing worth keeping, reuse the name,
+                # unless someone put files of their own into it
+                foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_ENTRIES)
+                if not foreign:
+                    remove_owned(path)
+                    return run
+                raise ConfigError([f"run directory {path} (a run that stopped before its first checkpoint) holds "
+                                   f"files qvl did not write ({', '.join(foreign[:3])}); nothing was changed; move "
+                                   "them out of it, or choose another run_name"])
             raise ConfigError([
                 f"run directory {path} already exists; resume it with --run-dir {path} --resume, "
                 "or choose another run_name"

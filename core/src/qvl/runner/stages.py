@@ -48,6 +48,8 @@ def run_stage(
     if stage == "train":
         from qvl.runner.training import train
 
+        if run_dir is not None:
+            RunDir(Path(run_dir)).check_task(task.name, stage)
         if run_dir is not None and resume and (Path(run_dir) / "config.toml").is_file():
             config = load_config(task, config_files, overrides, base=RunDir(Path(run_dir)).saved_config())
         else:
@@ -60,7 +62,7 @@ def run_stage(
     if stage in ("eval", "predict"):
         from qvl.runner import inference
 
-        existing = _existing_run(task, config_files, overrides, run_dir)
+        existing = _existing_run(task, stage, config_files, overrides, run_dir)
         config = load_config(task, config_files, overrides, base=existing.saved_config())
         run = inference.evaluate if stage == "eval" else inference.predict
         return run(host, task, config, existing, checkpoint=checkpoint)
@@ -69,7 +71,7 @@ def run_stage(
     existing = None
     if TRAINED_RUN_ARGUMENTS & set(wanted):
         # a stage that works on a trained run gets that run's settings, as eval does
-        existing = _existing_run(task, config_files, overrides, run_dir)
+        existing = _existing_run(task, stage, config_files, overrides, run_dir)
         config = load_config(task, config_files, overrides, base=existing.saved_config())
     else:
         config = load_config(task, config_files, overrides)
@@ -106,10 +108,12 @@ def stage_parameters(task: Task, stage: str) -> list[str]:
     return names
 
 
-def _existing_run(task: Task, config_files: Iterable[str | Path], overrides: list[str],
+def _existing_run(task: Task, stage: str, config_files: Iterable[str | Path], overrides: list[str],
                   run_dir: str | Path | None) -> RunDir:
     if run_dir is not None:
-        return RunDir(Path(run_dir))
+        run = RunDir(Path(run_dir))
+        run.check_task(task.name, stage)
+        return run
     probe = load_config(task, config_files, overrides)
     return RunDir.latest(probe.output_dir, task.name)
 

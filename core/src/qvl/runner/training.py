@@ -16,7 +16,7 @@ from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner import checkpoint as ckpt
 from qvl.runner.assembly import checked_dataset, load_parts
-from qvl.runner.metrics import MetricsLog, plot_loss
+from qvl.runner.metrics import MetricsLog, SamplesLog, plot_loss
 from qvl.runner.modules import CollateWithIds, IndexedSamples, TaskModule, mixed_precision, parameter_groups
 from qvl.runner.rundir import RunDir, eprint
 from qvl.task import Task
@@ -168,10 +168,9 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
                + f"; {steps} steps; {accelerator.num_processes} process(es) on {accelerator.device}, "
                  f"{workers} data worker(s) each; run dir {run.path}")
 
-    log = MetricsLog(run.path, enabled=accelerator.is_main_process)
-    samples_dir = run.path / "samples"
-    samples_dir.mkdir(parents=True, exist_ok=True)
-    samples_log = (samples_dir / f"rank-{accelerator.process_index}.jsonl").open("a", encoding="utf-8")
+    # one history: what a killed attempt logged after the step this run starts from is cut off
+    log = MetricsLog(run.path, enabled=accelerator.is_main_process, start_step=state.step)
+    samples_log = SamplesLog(run.path / "samples" / f"rank-{accelerator.process_index}.jsonl", start_step=state.step)
     progress = tqdm(total=steps, initial=state.step, desc=f"train {task.name}", unit="step",
                     disable=not accelerator.is_main_process, dynamic_ncols=True)
     postfix: dict[str, str] = {}
@@ -246,7 +245,7 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
                     value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
                     window.setdefault(key, []).append(value.to(accelerator.device))
                 if any(i is not None for i in batch["ids"]):
-                    samples_log.write(_json_line({"step": state.step, "ids": batch["ids"]}))
+                    samples_log.write({"step": state.step, "ids": batch["ids"]})
                 if not accelerator.sync_gradients:
                     continue
                 step_lr = scheduler.get_last_lr()[0]  # the rate this optimizer step used
@@ -326,12 +325,6 @@ def auto_workers() -> int:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(4, cores - 2))
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
 
 
 def _check_finite(loss: Any, accelerator: Any, step: int) -> None:
