@@ -14,12 +14,14 @@ Plugins that train on robot trajectories (reward, vqa) share this one reader and
 pyarrow and PyAV are imported only when a file is read or written, so importing this package is cheap.
 """
 
+from qvl.lerobot.append import append_episodes
 from qvl.lerobot.layout import (LeRobotFormatError, parse_range, read_json, read_jsonl, read_parquet,
                                 write_tasks_parquet)
 from qvl.lerobot.reader import Episode, LeRobotDataset, VideoSegment
+from qvl.lerobot.recording import Recording
 from qvl.lerobot.stats import feature_stats, merge_stats
 from qvl.lerobot.video import VideoReader, encode_video
-from qvl.lerobot.writer import Recording, append_episodes, write_dataset
+from qvl.lerobot.writer import write_dataset
 
 __all__ = [
     "Episode",
