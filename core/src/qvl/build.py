@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from qvl.data import digest, write_json
 from qvl.errors import UserError, format_bytes, free_bytes, is_out_of_space, out_of_space
 
 MARKER = ".qvl.json"
@@ -56,9 +57,7 @@ def write_marker(path: str | Path, kind: str, **fields: Any) -> None:
     """Write (atomically) the marker that says qvl owns ``path``; for folders built in place."""
     path = Path(path)
     record = {"kind": kind, "writer": f"qvl {_version()}", "created": time.time(), **fields}
-    tmp = path / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path / MARKER)
+    write_json(path / MARKER, record, indent=1, default=str)
 
 
 def check_writable(path: str | Path, hint: str = "choose another folder") -> None:
@@ -84,7 +83,7 @@ def written_files(folder: str | Path) -> dict[str, Any]:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
                 relative = Path(entry.path).relative_to(root).as_posix()
-                if relative in (MARKER, f"{MARKER}.tmp"):
+                if relative == MARKER or relative.startswith(f".{MARKER}.tmp-"):  # the marker, written beside
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(relative)
@@ -193,7 +192,7 @@ def build_directory(
         existing = read_marker(target) if target.is_dir() else None
         if existing is not None and not force and existing.get("fingerprint") == wanted:
             return target
-        partial = target.parent / f".{target.name}{PARTIAL_TAG}{_digest(wanted)}" if resume else None
+        partial = target.parent / f".{target.name}{PARTIAL_TAG}{digest(wanted)}" if resume else None
         _remove_leftovers(target, keep=partial)
         if announce:
             print(announce, file=sys.stderr)
@@ -272,12 +271,6 @@ def _remove_leftovers(target: Path, keep: Path | None = None) -> None:
         for leftover in target.parent.glob(pattern):
             if leftover.is_dir() and leftover != keep:
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _digest(fingerprint: Any) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _canonical(fingerprint: Mapping[str, Any] | str | None) -> Any:

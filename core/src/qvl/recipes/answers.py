@@ -78,5 +78,6 @@ def evaluate(config: Any, predictions: list[dict[str, Any]], dataset: Any, out_d
     baselines = {}
     majority = majority_of(info)
     if majority is not None:
-        baselines["majority_class"] = {"answer": str(majority), "accuracy": accuracy(truth, [str(majority)] * len(truth))}
+        answer = str(majority)
+        baselines["majority_class"] = {"answer": answer, "accuracy": accuracy(truth, [answer] * len(truth))}
     return EvalResult(model=model, baselines=baselines, extra={"samples": len(truth)})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import attrs
 
 from qvl.config import RunConfig
+from qvl.data import write_json, write_jsonl
 from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner.assembly import checked_dataset, load_parts
@@ -56,20 +56,6 @@ def _decode_all(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir
     return predictions, data, accelerator, checkpoint
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
 def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
              checkpoint: str | None = None) -> InferenceResult:
     ec = config.eval
@@ -81,8 +67,8 @@ def evaluate(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics = scored(host.call, task, config, predictions, data, out_dir, print_table=True)
         metrics = {**metrics, "checkpoint": used.name}
-        _write_jsonl(out_dir / "predictions.jsonl", predictions)
-        _write_json(out_dir / "eval.json", metrics)
+        write_jsonl(out_dir / "predictions.jsonl", predictions)
+        write_json(out_dir / "eval.json", metrics, indent=2)
     accelerator.wait_for_everyone()
     return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=metrics, checkpoint=used)
 
@@ -96,12 +82,12 @@ def predict(host: PluginHost, task: Task, config: RunConfig, run_dir: RunDir,
     summary = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(out_dir / "predictions.jsonl", predictions)
+        write_jsonl(out_dir / "predictions.jsonl", predictions)
         eprint(f"qvl: {len(predictions)} predictions written to {out_dir / 'predictions.jsonl'}")
         summary = host.call("report_predictions", required=False, task=task, config=config,
                             predictions=predictions, dataset=data, out_dir=out_dir, info=info_of(data))
         if summary is not None:
-            _write_json(out_dir / "summary.json", summary)
+            write_json(out_dir / "summary.json", summary, indent=2)
     accelerator.wait_for_everyone()
     return InferenceResult(out_dir=out_dir, predictions=predictions, metrics=summary, checkpoint=used)
 

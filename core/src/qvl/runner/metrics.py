@@ -9,12 +9,12 @@ run, or one restarted without a checkpoint, continues one history instead of rep
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qvl.data import write_text
 from qvl.errors import is_out_of_space, out_of_space
 
 
@@ -110,12 +110,7 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
             kept.append(line)
     if len(kept) == len(lines):
         return
-    tmp = path.with_name(f".{path.name}.qvl-tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.writelines(kept)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text(path, "".join(kept))
 
 
 def _step(record: dict[str, Any]) -> float:

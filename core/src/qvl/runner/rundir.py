@@ -15,6 +15,7 @@ import attrs
 
 from qvl.build import check_writable, read_marker, remove_owned, write_marker
 from qvl.config import ConfigError, RunConfig, read_toml, to_toml
+from qvl.data import write_text
 from qvl.errors import UserError
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
@@ -86,9 +87,7 @@ class RunDir:
 
     def write_config(self, config: RunConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        tmp.write_text(to_toml(config), encoding="utf-8")
-        tmp.replace(self.config_path)
+        write_text(self.config_path, to_toml(config))
 
     def started(self) -> float:
         """When the run started, as recorded in its marker (older runs: the config's mtime)."""
