@@ -301,6 +301,43 @@ class SyntheticData:
     description: str
 
 
+@attrs.frozen
+class SyntheticGenerator:
+    """A plugin's generator of synthetic data in its real format, declared once.
+
+    ``module`` (imported only when data is needed, so listing plugins stays fast) defines
+    ``dataset_key(settings, seed)`` (the cache folder's name), ``fingerprint(settings, seed)`` and
+    the function named ``write``, ``write(out, settings, seed)``; ``settings`` is ``task.synthetic``.
+
+    :ivar plugin: recorded in the marker, and the prefix of the line printed when data is written.
+    :ivar description: what is written (``"the synthetic OCID-Grasp data set"``).
+    """
+
+    module: str
+    plugin: str
+    description: str
+    write: str = "write"
+
+    def data(self, config: Any) -> SyntheticData:
+        import importlib
+
+        generator = importlib.import_module(self.module)
+        settings, seed = config.task.synthetic, config.seed
+        write = getattr(generator, self.write)
+        return SyntheticData(key=generator.dataset_key(settings, seed),
+                             fingerprint=generator.fingerprint(settings, seed),
+                             write=lambda out: write(out, settings, seed), plugin=self.plugin,
+                             description=self.description)
+
+    def root(self, config: Any, *, create: bool) -> Path:
+        """``task.data_dir`` when set, else the synthetic data set in the cache (written if ``create``)."""
+        return data_folder(config.task.data_dir, self.data(config), create=create)
+
+    def make(self, config: Any) -> Path:
+        """Stage ``make-data``: write the data set into ``task.data_dir`` (else the cache); its folder."""
+        return write_synthetic(self.root(config, create=False), self.data(config))
+
+
 def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool) -> Path:
     """The folder a task reads: ``task.data_dir`` when the user set one (never written to here),
     else the synthetic data set in the cache, written once when ``create``."""

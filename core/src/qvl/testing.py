@@ -30,6 +30,12 @@ QUICK_RUN = (
 )
 
 
+def folder_snapshot(folder: Path) -> list[tuple[str, bytes | None]]:
+    """Every path below ``folder`` with its bytes (``None`` for a folder), sorted: two equal
+    snapshots prove that a stage left a user's folder exactly as it was."""
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+
+
 @pytest.fixture(scope="session")
 def qvl_quick_run() -> tuple[str, ...]:
     """``--set`` overrides for a two-step run on a handful of samples."""

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import qvl
+from qvl.testing import folder_snapshot
 
 
 def _users_folder(tmp_path):
@@ -15,27 +16,23 @@ def _users_folder(tmp_path):
     return folder
 
 
-def _snapshot(folder):
-    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
-
-
 def test_make_data_refuses_a_users_folder_with_exit_2_and_leaves_it_untouched(tmp_path):
     folder = _users_folder(tmp_path)
-    before = _snapshot(folder)
+    before = folder_snapshot(folder)
     result = subprocess.run([sys.executable, "-m", "qvl", "run", "grasp", "make-data", "--set",
                              f"task.data_dir={str(folder)!r}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert f"{folder}: the folder is not empty and was not written by qvl" in result.stderr
     assert "choose another task.data_dir" in result.stderr and "Traceback" not in result.stderr
-    assert _snapshot(folder) == before
+    assert folder_snapshot(folder) == before
 
 
 def test_train_on_a_users_folder_reads_it_and_writes_nothing_into_it(tmp_path, qvl_run_stage, qvl_quick_run):
     folder = _users_folder(tmp_path)
-    before = _snapshot(folder)
+    before = folder_snapshot(folder)
     with pytest.raises(qvl.UserError, match="no such OCID-Grasp split file"):
         qvl_run_stage("grasp", "train", *qvl_quick_run, f"task.data_dir={str(folder)!r}")
-    assert _snapshot(folder) == before
+    assert folder_snapshot(folder) == before
 
 
 def test_make_data_rewrites_a_folder_it_wrote_itself(tmp_path, qvl_run_stage):

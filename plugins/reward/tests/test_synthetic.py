@@ -32,8 +32,8 @@ def test_the_data_set_key_and_fingerprint_are_those_of_the_v3_generator():
 def test_the_default_config_writes_the_default_episodes(qvl_host):
     """192 train + 16 val episodes: task.synthetic is the generator's one declaration of its settings."""
     from qvl.config import load_config
-    from qvl_reward.data import synthetic_data
+    from qvl_reward.data import SYNTHETIC
 
-    data = synthetic_data(load_config(qvl_host.task("reward"), [], []))
+    data = SYNTHETIC.data(load_config(qvl_host.task("reward"), [], []))
     assert data.key == dataset_key(SyntheticConfig(), 0)
     assert (data.fingerprint["train_episodes"], data.fingerprint["val_episodes"]) == (192, 16)

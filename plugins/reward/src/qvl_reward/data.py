@@ -6,34 +6,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import qvl
+from qvl.build import SyntheticGenerator
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
 
-def synthetic_data(config: RunConfig) -> Any:
-    """``task.synthetic`` with the run's seed, written once into qvl's cache."""
-    from qvl.build import SyntheticData
-    from qvl_reward.synthetic import dataset_key, fingerprint, write_synthetic
-
-    settings, seed = config.task.synthetic, config.seed
-    return SyntheticData(key=dataset_key(settings, seed), fingerprint=fingerprint(settings, seed),
-                         write=lambda out: write_synthetic(out, settings, seed), plugin="qvl-reward",
-                         description="the synthetic LeRobot v3.0 data set")
+SYNTHETIC = SyntheticGenerator("qvl_reward.synthetic", write="write_synthetic", plugin="qvl-reward",
+                               description="the synthetic LeRobot v3.0 data set")
 
 
 def data_root(config: RunConfig, *, create: bool) -> Path:
-    from qvl.build import data_folder
-
-    return data_folder(config.task.data_dir, synthetic_data(config), create=create)
+    return SYNTHETIC.root(config, create=create)
 
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
-    from qvl.build import write_synthetic
-
     s = config.task.synthetic
-    root = write_synthetic(data_root(config, create=False), synthetic_data(config))
+    root = SYNTHETIC.make(config)
     print(f"qvl-reward: {s.train_episodes} train + {s.val_episodes} val episodes of {s.frames} frames, "
           f"3 cameras, LeRobot v3.0: {root}")
     return root
