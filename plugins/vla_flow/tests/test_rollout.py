@@ -149,11 +149,11 @@ def test_session_features_equal_the_training_features_of_the_same_frames(qvl_hos
     config = load_config(qvl_host.task("vla_flow"), overrides=overrides)
     samples = split_samples(config, "train")
     table = converted(config)[1]["train"]
-    name = samples.table.index[0][0]
-    entry = samples.table.episodes[name]
+    name = samples.items.table.index[0][0]
+    entry = samples.items.table.episodes[name]
     s = PolicySession.for_run(config, tiny_policy(), encode=backbone_encoder(config))
     s.reset(entry["instruction"])
-    first = samples.table.index.index((name, 0))
+    first = samples.items.table.index.index((name, 0))
     for step, row in enumerate(entry["rows"]):
         s.observe(np.asarray(table[row]["image"].convert("RGB")))
         trained = samples[first + step]["features"]

@@ -16,7 +16,7 @@ import qvl
 if TYPE_CHECKING:
     from qvl.config import RunConfig
 
-    from qvl_vla_flow.samples import WindowSamples
+    from qvl_vla_flow.samples import SplitInfo
 
 SPLITS = ("train", "val", "test")
 _opened: dict[str, Any] = {}  # converted folders this process has checked: convert and report once
@@ -49,10 +49,11 @@ def converted(config: RunConfig) -> tuple[Path, Any]:
     return folder, _opened[str(folder)]
 
 
-def split_samples(config: RunConfig, split: str) -> WindowSamples:
-    """The samples of one split with their features (computed for the whole data set if missing)."""
+def split_samples(config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+    """The samples of one split with their features (computed for the whole data set if missing),
+    and the training split's action statistics as their info (the baselines' actions)."""
     from qvl_vla_flow.frame_features import build_store
-    from qvl_vla_flow.samples import EpisodeTable, WindowSamples, action_statistics
+    from qvl_vla_flow.samples import EpisodeTable, SplitInfo, WindowSamples, action_statistics
 
     if split not in SPLITS:
         raise qvl.UserError(f"vla_flow has the splits {', '.join(SPLITS)}; got {split!r}")
@@ -62,7 +63,7 @@ def split_samples(config: RunConfig, split: str) -> WindowSamples:
                             f"(record more episodes or change task.val_fraction / task.test_fraction)")
     store = build_store(config, folder, dataset)
     statistics = action_statistics(EpisodeTable(dataset["train"]), config.task.action_space)
-    return WindowSamples(EpisodeTable(dataset[split]), config.task, store, statistics=statistics)
+    return qvl.Samples(WindowSamples(EpisodeTable(dataset[split]), config.task, store), SplitInfo(statistics))
 
 
 def features_stage(config: RunConfig) -> None:

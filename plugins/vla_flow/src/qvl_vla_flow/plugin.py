@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
+    from qvl_vla_flow.samples import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
@@ -58,7 +59,7 @@ def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     if split == "predict":
         split = config.predict.split
     return split_samples(config, split)
@@ -103,11 +104,11 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: t
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
-             out_dir: Path) -> dict[str, Any] | None:
+def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any, out_dir: Path,
+             info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_vla_flow.report import evaluate_predictions
 
-    return evaluate_predictions(config, predictions, dataset, Path(out_dir))
+    return evaluate_predictions(config, predictions, dataset, info, Path(out_dir))
 
 
 @qvl.hookimpl(wrapper=True)

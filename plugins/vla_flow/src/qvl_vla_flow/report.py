@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qvl.report import EvalResult, pyplot
+
 from qvl_vla_flow.metrics import chunk_statistics, constant_chunk, summarise
 
+if TYPE_CHECKING:
+    from qvl_vla_flow.samples import SplitInfo
 
-def evaluate_predictions(config: Any, predictions: list[dict[str, Any]], dataset: Any, out_dir: Path) -> dict[str, Any]:
+# the model's metrics in eval.json (at its top level: val/mse), and the comparison table's columns
+MODEL_METRICS = ("mse", "key_accuracy", "button_accuracy", "jerk", "true_jerk", "first_step", "mse_per_dim",
+                 "accuracy_per_channel")
+COLUMNS = [("mse", "MSE"), ("key_accuracy", "key accuracy"), ("button_accuracy", "button accuracy"),
+           ("first_step/mse", "first-step MSE"), ("first_step/key_accuracy", "first-step key accuracy"),
+           ("jerk", "jerk")]
+
+
+def evaluate_predictions(config: Any, predictions: list[dict[str, Any]], samples: Sequence[dict[str, Any]],
+                         info: SplitInfo, out_dir: Path) -> EvalResult:
     """Metrics of the default sampler, of every (sampler, steps) of the sweep, and of the baselines.
 
-    Baselines, from the training split: ``mean_action`` predicts the mean action vector at every
-    step (the best constant under MSE); ``majority_keys`` the majority state of every binary
-    channel (the best constant under accuracy).
+    Baselines, from the training split (``info.statistics``): ``mean_action`` predicts the mean
+    action vector at every step (the best constant under MSE); ``majority_keys`` the majority state
+    of every binary channel (the best constant under accuracy).
     """
     space = config.task.action_space
-    targets = [dataset[i] for i in range(len(predictions))]
+    targets = [samples[i] for i in range(len(predictions))]
     model = summarise((chunk_statistics(np.asarray(p["chunk"]), s["actions"], s["valid"], space)
                        for p, s in zip(predictions, targets)), space)
-    statistics = dataset.statistics
+    statistics = info.statistics
     chunk = config.task.chunk_size
     mean = summarise((chunk_statistics(constant_chunk(statistics["mean"], chunk), s["actions"], s["valid"], space)
                       for s in targets), space)
@@ -36,31 +50,20 @@ def evaluate_predictions(config: Any, predictions: list[dict[str, Any]], dataset
     plots = [str(plot_chunks(config, predictions, targets, out_dir / "chunks.png"))]
     if sweep:
         plots.append(str(plot_sweep(sweep, out_dir / "sampling_steps.png")))
-    return {
-        "samples": len(predictions),
-        "sampler": f"{config.task.sampler}/{config.task.sampling_steps}",
-        "mse": model["mse"], "key_accuracy": model["key_accuracy"], "button_accuracy": model["button_accuracy"],
-        "jerk": model["jerk"], "true_jerk": model["true_jerk"], "first_step": model["first_step"],
-        "mse_per_dim": model["mse_per_dim"], "accuracy_per_channel": model["accuracy_per_channel"],
-        "baselines": {
-            "mean_action": {"mse": mean["mse"], "key_accuracy": mean["key_accuracy"],
-                            "first_step": mean["first_step"]},
-            "majority_keys": {"mse": majority["mse"], "key_accuracy": majority["key_accuracy"],
-                              "first_step": majority["first_step"]},
-        },
-        "sweep": sweep,
-        "plots": plots,
-    }
+    return EvalResult(
+        model={key: model[key] for key in MODEL_METRICS}, model_key=None,
+        baselines={name: {"mse": scored["mse"], "key_accuracy": scored["key_accuracy"],
+                          "first_step": scored["first_step"]}
+                   for name, scored in (("mean_action", mean), ("majority_keys", majority))},
+        columns=COLUMNS,
+        extra={"samples": len(predictions), "sampler": f"{config.task.sampler}/{config.task.sampling_steps}",
+               "sweep": sweep, "plots": plots})
 
 
 def plot_chunks(config: Any, predictions: list[dict[str, Any]], targets: list[dict[str, Any]], path: Path,
                 count: int = 4) -> Path:
     """Predicted (dashed) against recorded (solid) key channels of a few chunks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     space = config.task.action_space
     # chunks with a few steps left in their episode (a last frame's chunk is one point)
     long = [i for i, t in enumerate(targets) if int(np.asarray(t["valid"]).sum()) >= 4] or list(range(len(targets)))
@@ -85,11 +88,7 @@ def plot_chunks(config: Any, predictions: list[dict[str, Any]], targets: list[di
 
 def plot_sweep(sweep: dict[str, dict[str, Any]], path: Path) -> Path:
     """MSE and key accuracy against sampling steps, Euler and Heun."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     for method in ("euler", "heun"):
         points = sorted((int(k.split("/")[1]), v) for k, v in sweep.items() if k.startswith(method + "/"))

@@ -1,6 +1,6 @@
 """What a rollout reports: each policy's success rate with its 95 % Wilson interval (exact enough
 at 50 episodes, unlike the normal approximation near 0 or 1), episode lengths, the printed table
-and the plots (success bars, a strip of frames per policy).
+(``qvl.report.EvalResult``'s) and the plots (success bars, a strip of frames per policy).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from qvl.report import EvalResult, pyplot
 
 if TYPE_CHECKING:
     from qvl_vla_flow.play import EpisodeResult
@@ -44,11 +46,7 @@ def summarise(results: Sequence[EpisodeResult], fps: float) -> dict[str, Any]:
 
 def plot_success(summary: dict[str, Any], path: Path) -> Path:
     """Bars of success rate per policy with their 95 % intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     policies = summary["policies"]
     names = list(policies)
     rates = [policies[n]["success_rate"] for n in names]
@@ -67,11 +65,7 @@ def plot_success(summary: dict[str, Any], path: Path) -> Path:
 
 def plot_frames(results: dict[str, list[EpisodeResult]], path: Path, count: int = 8) -> Path | None:
     """A strip of ``count`` frames of the first kept episode of each policy (model's first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(name, next((r for r in played if r.frames), None)) for name, played in results.items()]
     rows = [(name, r) for name, r in rows if r is not None]
     if not rows:
@@ -90,8 +84,7 @@ def plot_frames(results: dict[str, list[EpisodeResult]], path: Path, count: int 
 
 
 def _save(fig: Any, path: Path, dpi: int) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=dpi)
@@ -100,10 +93,19 @@ def _save(fig: Any, path: Path, dpi: int) -> Path:
     return path
 
 
+# the rollout table's columns: (summary key, title)
+ROLLOUT_COLUMNS = [("success_rate", "success rate (95 % CI)"), ("successes", "successes"), ("episodes", "episodes"),
+                   ("mean_steps", "mean steps"), ("steps_to_success", "steps to success")]
+
+
+def comparison(summary: dict[str, Any]) -> EvalResult:
+    """The rollout's policies as the model against its baselines (random, expert), each success rate
+    with its Wilson interval."""
+    policies = dict(summary["policies"])
+    return EvalResult(model=policies.pop("model", {}), baselines=policies, columns=ROLLOUT_COLUMNS,
+                      intervals={name: {"success_rate": tuple(s["ci95"])} for name, s in summary["policies"].items()})
+
+
 def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'policy':8s} {'success':>9s} {'95% CI':>15s} {'mean steps':>11s} {'steps to success':>17s}"]
-    for name, s in summary["policies"].items():
-        to_success = f"{s['steps_to_success']:.1f}" if s["steps_to_success"] is not None else "-"
-        lines.append(f"{name:8s} {s['successes']:>3d}/{s['episodes']:<3d}{s['success_rate']:>5.0%} "
-                     f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {s['mean_steps']:>11.1f} {to_success:>17s}")
-    return "\n".join(lines)
+    """What the rollout stage prints: :func:`comparison`'s table."""
+    return comparison(summary).table().rstrip("\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from qvl_vla_flow.actions import MOUSE_DIMS, RELEASED, ActionSpace
@@ -72,15 +73,22 @@ class EpisodeTable:
         return len(self.index)
 
 
+@attrs.frozen
+class SplitInfo:
+    """What scoring needs about a split besides its samples (``qvl.Samples.info``): the training
+    split's :func:`action_statistics`, the constant baselines' actions."""
+
+    statistics: dict[str, Any]
+
+
 class WindowSamples(Sequence):
     """The samples of one split (see the module docstring), features read lazily from ``store``."""
 
-    def __init__(self, table: EpisodeTable, config: Any, store: Any, *, statistics: Mapping[str, Any] | None = None):
+    def __init__(self, table: EpisodeTable, config: Any, store: Any):
         self.table = table
         self.config = config
         self.store = store
         self.space = config.action_space
-        self.statistics = dict(statistics or {})  # the train split's action statistics, for baselines
         # every window reads num_frames entries and every entry is in num_frames windows: keep what
         # was read in memory while the whole store fits in MEMO_BYTES (a tiny backbone's always does)
         self._memo: dict[str, np.ndarray] | None = None
