@@ -306,8 +306,9 @@ class SyntheticGenerator:
     """A plugin's generator of synthetic data in its real format, declared once.
 
     ``module`` (imported only when data is needed, so listing plugins stays fast) defines
-    ``dataset_key(settings, seed)`` (the cache folder's name), ``fingerprint(settings, seed)`` and
-    the function named ``write``, ``write(out, settings, seed)``; ``settings`` is ``task.synthetic``.
+    ``dataset_key(settings, seed)`` (the cache folder's name), ``fingerprint(settings, seed)``,
+    ``summary(settings)`` (what was written, in a few words) and the function named ``write``,
+    ``write(out, settings, seed)``; ``settings`` is ``task.synthetic``.
 
     :ivar plugin: recorded in the marker, and the prefix of the line printed when data is written.
     :ivar description: what is written (``"the synthetic OCID-Grasp data set"``).
@@ -335,7 +336,13 @@ class SyntheticGenerator:
 
     def make(self, config: Any) -> Path:
         """Stage ``make-data``: write the data set into ``task.data_dir`` (else the cache); its folder."""
-        return write_synthetic(self.root(config, create=False), self.data(config))
+        import importlib
+
+        root = write_synthetic(self.root(config, create=False), self.data(config))
+        print(f"{self.plugin}: {importlib.import_module(self.module).summary(config.task.synthetic)}: {root}")
+        if config.task.data_dir:
+            print(f"  train on it with: --set task.data_dir={str(root)!r}")
+        return root
 
 
 def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool) -> Path:

@@ -56,6 +56,13 @@ LAYOUT_TRIES = 50  # per scene, to place at least the fewest objects
 MULTI_GENERATOR = "multi-v1"  # in the cache key and fingerprint: bump when multi-object scenes change
 
 
+def summary(settings: SyntheticConfig) -> str:
+    """What make-data wrote, in a few words."""
+    s = settings
+    scenes = "one object each" if s.scene == "single" else f"{s.objects[0]}-{s.objects[1]} objects each"
+    return f"{s.train} train, {s.val} val, {s.test} test images ({scenes}) in OCID-Grasp layout"
+
+
 def dataset_key(settings: SyntheticConfig, seed: int) -> str:
     """The cache folder's name; a single-object set keeps the name of earlier versions."""
     size = f"{settings.width}x{settings.height}-{settings.train}-{settings.val}-{settings.test}"

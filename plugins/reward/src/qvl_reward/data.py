@@ -16,17 +16,9 @@ SYNTHETIC = SyntheticGenerator("qvl_reward.synthetic", write="write_synthetic", 
                                description="the synthetic LeRobot v3.0 data set")
 
 
-def data_root(config: RunConfig, *, create: bool) -> Path:
-    return SYNTHETIC.root(config, create=create)
-
-
-def make_data(config: RunConfig) -> Path:
-    """Stage ``make-data``: write the synthetic LeRobot v3.0 dataset (into ``task.data_dir`` when set)."""
-    s = config.task.synthetic
-    root = SYNTHETIC.make(config)
-    print(f"qvl-reward: {s.train_episodes} train + {s.val_episodes} val episodes of {s.frames} frames, "
-          f"3 cameras, LeRobot v3.0: {root}")
-    return root
+# the data set's folder (a user's LeRobot data set, or the synthetic one), and make-data
+data_root = SYNTHETIC.root
+make_data = SYNTHETIC.make
 
 
 def open_source(config: RunConfig, root: Path | None = None) -> Any:

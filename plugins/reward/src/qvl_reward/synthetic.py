@@ -30,6 +30,12 @@ TASKS = (
 FPS = 10  # of the written videos; in the fingerprint (not a setting)
 
 
+def summary(settings: SyntheticConfig) -> str:
+    """What make-data wrote, in a few words."""
+    s = settings
+    return f"{s.train_episodes} train + {s.val_episodes} val episodes of {s.frames} frames, 3 cameras, LeRobot v3.0"
+
+
 def dataset_key(settings: SyntheticConfig, seed: int) -> str:
     """The cache folder's name."""
     return (f"lerobot-reward-synthetic-v3-{settings.train_episodes}-{settings.val_episodes}-{settings.frames}"
