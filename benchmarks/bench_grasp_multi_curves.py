@@ -20,10 +20,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("multi_object_curves.png"))
     args = parser.parse_args()
 
-    import matplotlib
+    from qvl.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (losses, success) = plt.subplots(1, 2, figsize=(10, 3.8))
     validated = []

@@ -32,10 +32,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     labels = args.label + [r.name for r in args.runs[len(args.label):]]
-    import matplotlib
+    from qvl.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120, sharey=True)
     for run, label in zip(args.runs, labels):

@@ -130,12 +130,10 @@ def plot_loss(metrics_path: Path, out: Path, title: str) -> Path | None:
     train = [r for r in records if "loss" in r]
     if not train:
         return None
-    import matplotlib
+    from qvl.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=120)
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
     keys = [k for k in train[-1] if k == "loss" or (k.startswith("loss_") and k != "loss")]
     for key in keys:
         axis.plot([r["step"] for r in train], [r.get(key, float("nan")) for r in train], label=key, linewidth=1.6)
