@@ -240,6 +240,44 @@ def test_convert_stage_resolves_its_folders(capture, tmp_path, monkeypatch, caps
     assert load_action_space(tmp_path / "mine") == ActionSpace()
 
 
+def test_train_reads_what_convert_input_wrote(capture, tmp_path, monkeypatch, capsys):
+    """``convert --input DIR`` prints the ``--set`` that trains on it, and ``train`` with that setting
+    reads the very folder convert wrote (nothing converted again); with ``task.data_dir``, that folder."""
+    from qvl.config import load_config
+
+    from qvl_vla_flow import convert as convert_module
+    from qvl_vla_flow import pipeline
+    from qvl_vla_flow.plugin import TASK
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pipeline, "_opened", {})
+    write_dataset = convert_module._write_dataset
+    record_some(capture, 3)
+    hint = convert_stage(load_config(TASK), str(capture.root))
+    assert hint == f"--set task.recordings_dir={capture.root.absolute()}"
+    assert f"train on it with: qvl run vla_flow train {hint}" in capsys.readouterr().out
+    (written,) = [p for p in (tmp_path / "cache" / "vla_flow" / "data").iterdir() if not p.name.startswith(".")]
+    marker = read_marker(written)
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("train converted the recordings again instead of reading convert's folder")
+
+    monkeypatch.setattr(convert_module, "_write_dataset", no_second_conversion)
+    folder, dataset = pipeline.converted(load_config(TASK, overrides=[hint.removeprefix("--set ")]))
+    assert folder == written and read_marker(written) == marker
+    assert dataset["train"].num_rows > 0
+
+    # with task.data_dir, convert writes there and the hint names that folder
+    mine = tmp_path / "my data"
+    monkeypatch.setattr(convert_module, "_write_dataset", write_dataset)
+    hint = convert_stage(load_config(TASK, overrides=[f"task.data_dir={mine}"]), str(capture.root))
+    assert hint == f"--set task.data_dir='{mine.absolute()}'"  # quoted: the path has a space
+    monkeypatch.setattr(pipeline, "_opened", {})
+    monkeypatch.setattr(convert_module, "_write_dataset", no_second_conversion)
+    folder, _ = pipeline.converted(load_config(TASK, overrides=[f"task.data_dir={mine}"]))
+    assert folder == mine and open_dataset(mine)[0]["train"].num_rows > 0
+
+
 def test_the_split_is_unchanged_by_qvl_data():
     """Recorded and capture-tool episode names split as by vla_flow's own code (threshold, then dealt by
     rank when a split is left empty) before it moved to qvl.data.split_items (digests computed with

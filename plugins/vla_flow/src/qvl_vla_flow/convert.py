@@ -358,7 +358,33 @@ def recordings_input(config: Any, input: str | Path | None = None) -> Path:
                     "(a folder of episode folders)")
 
 
-def convert_stage(config: Any, input: str | None = None) -> None:
-    """Stage ``convert [--input RECORDINGS]``: the recordings to the training data set."""
+def train_hint(config: Any, recordings: str | Path) -> str:
+    """The ``--set`` that makes ``qvl run vla_flow train`` read what :func:`convert_stage` wrote.
+
+    With ``task.data_dir`` set, that folder; else the recordings themselves: ``train`` with
+    ``task.recordings_dir`` converts only what is missing, so it reuses this conversion (same
+    recordings, same settings: the same cache folder, :func:`data_folder`) and, when the recordings
+    or the conversion settings change, converts again instead of training on a stale copy.
+    """
+    import shlex
+
+    task = _task(config)
+    if task.data_dir:
+        key, folder = "task.data_dir", Path(task.data_dir)
+    else:
+        key, folder = "task.recordings_dir", Path(recordings)
+    return f"--set {key}={shlex.quote(str(folder.expanduser().absolute()))}"
+
+
+def convert_stage(config: Any, input: str | None = None) -> str:
+    """Stage ``convert [--input RECORDINGS]``: the recordings to the training data set.
+
+    Prints (and returns) the ``--set`` that trains on it (:func:`train_hint`): ``convert --input DIR``
+    alone changes no setting, so a plain ``qvl run vla_flow train`` would still read
+    ``task.recordings_dir`` (empty: Miniworld recordings), not ``DIR``.
+    """
     recordings = recordings_input(config, input)
     convert(recordings, data_folder(config, recordings), _task(config))
+    hint = train_hint(config, recordings)
+    print(f"{_PREFIX} train on it with: qvl run vla_flow train {hint}")
+    return hint
