@@ -40,7 +40,7 @@ class SyntheticConfig:
     test: int = attrs.field(default=100, validator=positive)
     # multi: several objects, the instruction names one (mugs, pans, T- and L-shapes among them, grasped
     # at a part); single: one object across its principal axis. Single stays the default until the
-    # embedded tiny model learns multi on 2 CPU cores: 6,000 steps reach 0.00 success there (README)
+    # embedded tiny model learns multi on 2 CPU cores: 6,000 steps reach 0.00 success there (docs/results.md)
     scene: Literal["multi", "single"] = "single"
     objects: list[int] = attrs.field(factory=lambda: [2, 5], validator=_object_count)  # multi: per scene
     position_jitter: float = attrs.field(default=0.12, validator=fraction)  # single only

@@ -26,7 +26,7 @@ TASK = qvl.Task(
         # the loss reads 12 rows of the LM head; freezing the 151,936-row embedding makes a CPU step
         # about 4x faster on the tiny backbone
         "backbone": {"finetune": "full", "freeze_embeddings": True},
-        # tuned for the tiny model on the embedded data (see the README): it learns the object's
+        # tuned for the tiny model on the embedded data (see docs/results.md): it learns the object's
         # orientation suddenly, after 1,500 to 4,500 steps depending on the random stream, and the
         # cosine schedule must not have decayed by then
         "train": {"steps": 6000, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50, "log_every": 50,

@@ -23,7 +23,7 @@ class SyntheticConfig:
 
     # 192, not 24: the tiny model memorises 24 episodes (train accuracy 0.99, val 0.62 at 2,000
     # steps) and generalises with more of them at the same steps and step cost (96: 0.67, 192: 0.78
-    # val accuracy; README "Accuracy on the synthetic data"). Writing them takes 6 s, decoding them
+    # val accuracy; docs/results.md "Accuracy on the synthetic data"). Writing them takes 6 s, decoding them
     # into the prepared-frame cache once about 70 s (256 MB)
     train_episodes: int = attrs.field(default=192, validator=positive)
     # 384 held-out frames; 8 episodes were a noisy measure (the frames of one episode are alike)

@@ -15,7 +15,7 @@ from qvl_segment.synthetic import SyntheticSettings
 
 # which heads give the answer: "both" (the heads place the segments, the LM names them and writes
 # each frame as <FRAME>), "heatmap" (the heads alone, no text), "lm" (the LM alone, frame numbers
-# written as digits): the README's per-head ablation
+# written as digits): the per-head ablation in docs/results.md
 MODES = ("both", "heatmap", "lm")
 
 

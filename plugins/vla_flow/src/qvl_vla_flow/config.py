@@ -56,7 +56,7 @@ class RolloutSettings:
     seed: int = attrs.field(default=1_000_000, validator=non_negative)
     max_steps: int = attrs.field(default=120, validator=positive)  # time limit, steps
     # actions executed from each chunk before the policy is asked again: SmolVLA lost most of its
-    # success executing whole chunks; here 1 / 5 / 10 steps reach 94 / 78 / 62 % (README)
+    # success executing whole chunks; here 1 / 5 / 10 steps reach 94 / 78 / 62 % (docs/results.md)
     execute_steps: int = attrs.field(default=1, validator=positive)
     # the same episodes are played by each: the trained policy, uniform random actions, the scripted expert
     policies: list[str] = attrs.field(factory=lambda: ["model", "random", "expert"], validator=_policies)

@@ -119,7 +119,7 @@ class VqaConfig:
     multi_image: bool = False  # frames as separate images instead of one video per trajectory
     # the question (with its task) before the videos, so that in a causal model the video tokens can
     # attend to the task; False: after them, the seed's order (the vqa task's defaults turn it on:
-    # better on every metric on the embedded tiny model, see the README)
+    # better on every metric on the embedded tiny model, see docs/training.md)
     question_first: bool = False
     image_size: list[int] = attrs.field(factory=lambda: [64, 64], validator=model_image_size)
     augment: AugmentConfig = attrs.field(factory=AugmentConfig)

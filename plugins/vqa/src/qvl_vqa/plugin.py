@@ -25,7 +25,7 @@ TASK = qvl.Task(
     defaults={
         # the loss reads the answer positions only; the 151,936-row token embedding needs no update
         "backbone": {"finetune": "full", "freeze_embeddings": True},
-        # tuned for the tiny model on the embedded store (see the README): it learns to compare the
+        # tuned for the tiny model on the embedded store (see docs/results.md): it learns to compare the
         # two videos after about 2,000 steps and to read progress after about 4,000; four frames a
         # clip keep a CPU step near 0.15 s
         "train": {"steps": 6000, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50, "log_every": 50,
@@ -34,7 +34,7 @@ TASK = qvl.Task(
         # of whole clips; the question before the videos (the video tokens see the task: lower
         # validation loss, every metric better); 400 trajectories, 60 held out for test (intervals
         # narrower than 36's); answers from the model's distribution (mean: least squared error).
-        # See the README's results
+        # See docs/results.md
         "task": {"max_frames": 4, "num_samples": 12000, "sample_type_ratio": [0.5, 0.5, 0.0],
                  "question_first": True, "progress_answer": "mean", "synthetic": {"trajectories_per_task": 100}},
         "eval": {"batch_size": 16, "split": "test"},
