@@ -11,8 +11,11 @@ Nothing here imports torch at import time, so collecting tests stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,6 +37,14 @@ def folder_snapshot(folder: Path) -> list[tuple[str, bytes | None]]:
     """Every path below ``folder`` with its bytes (``None`` for a folder), sorted: two equal
     snapshots prove that a stage left a user's folder exactly as it was."""
     return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+
+
+@contextmanager
+def left_untouched(folder: Path) -> Iterator[None]:
+    """Asserts that what runs inside leaves ``folder`` exactly as it was: the same ``folder_snapshot`` after."""
+    before = folder_snapshot(folder)
+    yield
+    assert folder_snapshot(folder) == before
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +94,101 @@ def qvl_run_stage(qvl_host: Any, qvl_run_dir: Path) -> Callable[..., Any]:
                          save_vis=save_vis, checkpoint=checkpoint)
 
     return run
+
+
+def package_modules(package: ModuleType) -> dict[str, Path]:
+    """The top-level modules of ``package`` by name."""
+    return {path.stem: path for path in sorted(Path(package.__file__).parent.glob("*.py"))}
+
+
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imports(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """``(module, imported names)`` of every absolute import in ``path``."""
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module, [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+
+
+def import_graph(package: ModuleType) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports."""
+    graph = {}
+    for name, path in package_modules(package).items():
+        imported = set()
+        for module, names in imports(path):
+            parts = module.split(".")
+            if parts[0] == package.__name__:
+                imported.update(parts[1:2] or names)  # `from qvl_x import record` names the module
+        graph[name] = imported - {name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, path = [], {}, []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for other in sorted(graph.get(module, ())):
+            if state.get(other) == "open":
+                found.append(path[path.index(other):] + [other])
+            elif other not in state:
+                visit(other)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+class PackageShapeTests:
+    """A plugin package's shape, as tests for a plugin's suite to inherit::
+
+        class TestPackageShape(PackageShapeTests):
+            package = qvl_my_plugin
+
+    ``plugin.py`` is the table of hook implementations that no other module imports, the modules
+    import one another without a circle, none is over ``MAX_LINES`` lines, and the core is reached
+    through its public names only. Every import counts: those inside functions and under
+    ``TYPE_CHECKING`` too.
+    """
+
+    package: ModuleType
+    MAX_LINES = 450
+
+    def test_no_module_imports_the_plugin_table(self):
+        assert [name for name, imported in import_graph(self.package).items() if "plugin" in imported] == []
+
+    def test_no_import_circles(self):
+        assert circles(import_graph(self.package)) == []
+
+    def test_the_circle_finder_finds_circles(self):
+        assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+    def test_no_module_over_450_lines(self):
+        sizes = {name: len(path.read_text(encoding="utf-8").splitlines())
+                 for name, path in package_modules(self.package).items()}
+        assert {name: lines for name, lines in sizes.items() if lines > self.MAX_LINES} == {}
+
+    def test_only_public_core_names(self):
+        private = []
+        for name, path in package_modules(self.package).items():
+            for module, names in imports(path):
+                parts = module.split(".")
+                if parts[0] == "qvl" and any(part.startswith("_") for part in parts[1:] + names):
+                    private.append(f"{name}: {module} {names}")
+            for node in ast.walk(parsed(path)):  # qvl.something._name
+                if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                    root = node.value
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if isinstance(root, ast.Name) and root.id == "qvl":
+                        private.append(f"{name}: line {node.lineno} .{node.attr}")
+        assert private == []

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import qvl
-from qvl.testing import folder_snapshot
+from qvl.testing import left_untouched
 
 
 def _users_folder(tmp_path):
@@ -18,21 +18,18 @@ def _users_folder(tmp_path):
 
 def test_make_data_refuses_a_users_folder_with_exit_2_and_leaves_it_untouched(tmp_path):
     folder = _users_folder(tmp_path)
-    before = folder_snapshot(folder)
-    result = subprocess.run([sys.executable, "-m", "qvl", "run", "grasp", "make-data", "--set",
-                             f"task.data_dir={str(folder)!r}"], capture_output=True, text=True, timeout=120)
+    with left_untouched(folder):
+        result = subprocess.run([sys.executable, "-m", "qvl", "run", "grasp", "make-data", "--set",
+                                 f"task.data_dir={str(folder)!r}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert f"{folder}: the folder is not empty and was not written by qvl" in result.stderr
     assert "choose another task.data_dir" in result.stderr and "Traceback" not in result.stderr
-    assert folder_snapshot(folder) == before
 
 
 def test_train_on_a_users_folder_reads_it_and_writes_nothing_into_it(tmp_path, qvl_run_stage, qvl_quick_run):
     folder = _users_folder(tmp_path)
-    before = folder_snapshot(folder)
-    with pytest.raises(qvl.UserError, match="no such OCID-Grasp split file"):
+    with left_untouched(folder), pytest.raises(qvl.UserError, match="no such OCID-Grasp split file"):
         qvl_run_stage("grasp", "train", *qvl_quick_run, f"task.data_dir={str(folder)!r}")
-    assert folder_snapshot(folder) == before
 
 
 def test_make_data_rewrites_a_folder_it_wrote_itself(tmp_path, qvl_run_stage):

@@ -3,7 +3,7 @@
 import pytest
 
 import qvl
-from qvl.testing import folder_snapshot
+from qvl.testing import left_untouched
 
 
 def _users_folder(tmp_path):
@@ -15,15 +15,11 @@ def _users_folder(tmp_path):
 
 def test_make_data_refuses_a_users_folder_and_leaves_it_untouched(tmp_path, qvl_run_stage):
     folder = _users_folder(tmp_path)
-    before = folder_snapshot(folder)
-    with pytest.raises(qvl.UserError, match="not written by qvl.*choose another task.data_dir"):
+    with left_untouched(folder), pytest.raises(qvl.UserError, match="not written by qvl.*choose another task.data_dir"):
         qvl_run_stage("reward", "make-data", f"task.data_dir={str(folder)!r}")
-    assert folder_snapshot(folder) == before
 
 
 def test_train_on_a_users_folder_writes_nothing_into_it(tmp_path, qvl_run_stage, qvl_quick_run):
     folder = _users_folder(tmp_path)
-    before = folder_snapshot(folder)
-    with pytest.raises(qvl.UserError, match="info.json"):
+    with left_untouched(folder), pytest.raises(qvl.UserError, match="info.json"):
         qvl_run_stage("reward", "train", *qvl_quick_run, f"task.data_dir={str(folder)!r}")
-    assert folder_snapshot(folder) == before
