@@ -28,8 +28,8 @@ import numpy as np
 def build(root: Path, rows: int) -> tuple[Path, object]:
     from qvl_vqa.config import SyntheticConfig, VqaConfig
     from qvl_vqa.generation import build_vqa_dataset
+    from qvl_vqa.store_formats import open_store
     from qvl_vqa.synthetic import write_store
-    from qvl_vqa.trajectories import open_store
 
     store_dir = root / "store"
     store_dir.mkdir()

@@ -19,7 +19,7 @@ RATIO = (0.5, 0.3, 0.2)
 
 
 def fake_trajectories(count: int) -> list:
-    from qvl_vqa.trajectories import Trajectory
+    from qvl_vqa.trajectory import Trajectory
 
     rng = random.Random(0)
     out = []

@@ -12,19 +12,15 @@ import pytest
 
 import qvl
 from qvl.build import PARTIAL_TAG
-from qvl_vqa import generation
-from qvl_vqa.generation import (
-    ROW_SCHEMA,
-    SPLITS,
-    GenerationPlan,
-    build_vqa_dataset,
-    generate,
-    make_sample,
-    row_features,
-    split_trajectories,
-)
-from qvl_vqa.config import VqaConfig
-from qvl_vqa.trajectories import Trajectory
+from qvl.data import SPLITS
+from qvl_vqa import shard_writer
+from qvl_vqa.config import STRATEGIES, VqaConfig
+from qvl_vqa.generation import build_vqa_dataset, generate
+from qvl_vqa.generation_plan import GenerationPlan
+from qvl_vqa.row_schema import ROW_SCHEMA, row_features
+from qvl_vqa.sample_builders import make_sample
+from qvl_vqa.trajectory import Trajectory
+from qvl_vqa.trajectory_splits import split_trajectories
 
 STORE = {"store_root": "/data/store", "store_fingerprint": {"files": "abc"}}
 
@@ -80,7 +76,7 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
     task = VqaConfig(num_samples=500, sample_type_ratio=[0.4, 0.4, 0.2], save_batch_size=60)
     whole = build_vqa_dataset(tmp_path / "whole", trajectories, task, 5, progress=False, **STORE)
 
-    real_write = generation._write_shard
+    real_write = shard_writer._write_shard
     written = []
 
     def write_then_die(job, shard):
@@ -89,7 +85,7 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
         written.append(real_write(job, shard))
         return written[-1]
 
-    monkeypatch.setattr(generation, "_write_shard", write_then_die)
+    monkeypatch.setattr(shard_writer, "_write_shard", write_then_die)
     target = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         build_vqa_dataset(target, trajectories, task, 5, progress=False, **STORE)
@@ -98,7 +94,7 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
     finished = {(r["split"], r["file"]): os.stat(partial / r["split"] / r["file"]) for r in written}
     assert len(finished) == 3
 
-    monkeypatch.setattr(generation, "_write_shard", real_write)
+    monkeypatch.setattr(shard_writer, "_write_shard", real_write)
     build_vqa_dataset(target, trajectories, task, 5, progress=False, **STORE)
     for (split, name), before in finished.items():
         after = os.stat(target / split / name)
@@ -106,13 +102,13 @@ def test_an_interrupted_generation_resumes_from_its_finished_shards(tmp_path, mo
     config = json.loads((target / "generation_config.json").read_text())
     assert config["shards_reused"] == 3
     assert rows_of(target) == rows_of(whole)
-    assert not list(tmp_path.glob(f".resumed{PARTIAL_TAG}*")) and not (target / generation.SHARD_RECORDS).exists()
+    assert not list(tmp_path.glob(f".resumed{PARTIAL_TAG}*")) and not (target / shard_writer.SHARD_RECORDS).exists()
 
 
 GENERATION_SETUP = """
-from qvl_vqa import generation
+from qvl_vqa import generation, shard_writer
 from qvl_vqa.config import VqaConfig
-from qvl_vqa.trajectories import Trajectory
+from qvl_vqa.trajectory import Trajectory
 
 trajectories = [Trajectory(id=f"t{k % 4}-{k}", task=f"task {k % 4}", data_source="s",
                            quality_label=("successful", "successful", "suboptimal", "failure")[(k // 4) % 4],
@@ -124,7 +120,7 @@ KILLED_AFTER_THREE_SHARDS = GENERATION_SETUP + """
 import os, signal, sys
 from pathlib import Path
 
-real_write, written = generation._write_shard, []
+real_write, written = shard_writer._write_shard, []
 
 def write_then_die(job, shard):
     if len(written) == 3:
@@ -133,7 +129,7 @@ def write_then_die(job, shard):
     return written[-1]
 
 if __name__ == "__main__":
-    generation._write_shard = write_then_die
+    shard_writer._write_shard = write_then_die
     generation.build_vqa_dataset(Path(sys.argv[1]), trajectories, task, seed, store_root="/s",
                                  store_fingerprint={}, progress=False)
 """
@@ -168,7 +164,7 @@ def test_shards_of_another_shard_size_are_not_mixed_in(tmp_path, monkeypatch):
     trajectories = fake_trajectories()
     task = VqaConfig(num_samples=300, save_batch_size=40)
     expected = rows_of(build_vqa_dataset(tmp_path / "whole", trajectories, task, 6, progress=False, **STORE))
-    real_write, calls = generation._write_shard, []
+    real_write, calls = shard_writer._write_shard, []
 
     def die_after_two(job, shard):
         if len(calls) == 2:
@@ -176,10 +172,10 @@ def test_shards_of_another_shard_size_are_not_mixed_in(tmp_path, monkeypatch):
         calls.append(shard)
         return real_write(job, shard)
 
-    monkeypatch.setattr(generation, "_write_shard", die_after_two)
+    monkeypatch.setattr(shard_writer, "_write_shard", die_after_two)
     with pytest.raises(KeyboardInterrupt):
         build_vqa_dataset(tmp_path / "out", trajectories, task, 6, progress=False, **STORE)
-    monkeypatch.setattr(generation, "_write_shard", real_write)
+    monkeypatch.setattr(shard_writer, "_write_shard", real_write)
     # the shard size does not change the rows, so the fingerprint (and the kept build) is the same
     out = build_vqa_dataset(tmp_path / "out", trajectories, attrs.evolve(task, save_batch_size=-1), 6,
                             progress=False, **STORE)
@@ -251,7 +247,7 @@ def test_ratios_answers_and_frame_indices():
     assert preference["reverse"] == 0
     assert abs(preference["rewind"] / types["preference"] - 0.6) < 0.05, preference
     progress = Counter(row["data_gen_strategy"] for row in rows if row["sample_type"] == "progress")
-    assert set(progress) == set(generation.STRATEGIES["progress"])
+    assert set(progress) == set(STRATEGIES["progress"])
     assert Counter(row["answer"] for row in rows if row["sample_type"] != "progress")["1"] / (
         types["preference"] + types["similarity"]) == pytest.approx(0.5, abs=0.04)
 

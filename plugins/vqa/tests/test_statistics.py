@@ -7,10 +7,11 @@ import datasets
 import pytest
 
 import qvl
+from qvl.data import SPLITS
 from qvl_vqa.config import VqaConfig
-from qvl_vqa.generation import SPLITS, generate
+from qvl_vqa.generation import generate
 from qvl_vqa.statistics import dataset_statistics
-from qvl_vqa.trajectories import Trajectory
+from qvl_vqa.trajectory import Trajectory
 
 
 def trajectories():

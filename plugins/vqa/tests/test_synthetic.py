@@ -22,7 +22,7 @@ from qvl_vqa.synthetic import (
     synthetic_data,
     write_store,
 )
-from qvl_vqa.trajectories import open_store
+from qvl_vqa.store_formats import open_store
 
 FIELDS = {"id", "task", "quality_label", "partial_success", "data_source", "npz_path", "fps", "num_frames",
           "frames_shape"}

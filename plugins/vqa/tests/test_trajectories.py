@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qvl.errors import UserError
-from qvl_vqa import trajectories
-from qvl_vqa.trajectories import NpzStore, Trajectory, open_store
+from qvl_vqa import npz_frames
+from qvl_vqa.npz_store import NpzStore
+from qvl_vqa.store_formats import open_store
+from qvl_vqa.trajectory import Trajectory
 
 QUALITIES = ("successful", "suboptimal", "failure")
 
@@ -135,7 +137,7 @@ def test_reads_only_the_asked_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # stored members: real seeks in the file, even to the last frames
     counter = [0]
     real_open = open
-    monkeypatch.setattr(trajectories, "open", lambda *a, **k: CountingFile(real_open(*a, **k), counter),
+    monkeypatch.setattr(npz_frames, "open", lambda *a, **k: CountingFile(real_open(*a, **k), counter),
                         raising=False)
     np.testing.assert_array_equal(store.frames(stored, [190, 199, 190]), array[[190, 199, 190]])
     assert counter[0] < 2 * frame_bytes + 4096, counter[0]  # of a 1.2 MB file

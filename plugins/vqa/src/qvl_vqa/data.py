@@ -15,7 +15,7 @@ from qvl.data import digest
 
 if TYPE_CHECKING:
     from qvl.config import RunConfig
-    from qvl_vqa.trajectories import TrajectoryStore
+    from qvl_vqa.trajectory_store import TrajectoryStore
 
 
 def store_root(config: RunConfig, *, create: bool) -> Path:
@@ -28,7 +28,7 @@ def store_root(config: RunConfig, *, create: bool) -> Path:
 
 def open_trajectories(config: RunConfig, root: Path | None = None) -> TrajectoryStore:
     """The trajectory store at ``root`` (default: the configured one), read with the ``[task]`` settings."""
-    from qvl_vqa.trajectories import open_store
+    from qvl_vqa.store_formats import open_store
 
     t = config.task
     return open_store(root or store_root(config, create=True), data_format=t.data_format, table=t.table,
@@ -48,7 +48,7 @@ def existing_dataset(config: RunConfig, folder: Path) -> tuple[Path, TrajectoryS
 
 
 def dataset_fingerprint(config: RunConfig, store: TrajectoryStore) -> dict[str, Any]:
-    from qvl_vqa.generation import generation_fingerprint
+    from qvl_vqa.generation_settings import generation_fingerprint
 
     return generation_fingerprint(config.task, config.seed, str(store.root), store.fingerprint)
 

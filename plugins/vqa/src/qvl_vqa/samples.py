@@ -17,7 +17,7 @@ import numpy as np
 import qvl
 
 if TYPE_CHECKING:
-    from qvl_vqa.trajectories import TrajectoryStore
+    from qvl_vqa.trajectory_store import TrajectoryStore
 
 # which row fields describe each shown video, in the order the prompt numbers them
 VIDEO_FIELDS = {

@@ -23,7 +23,8 @@ from qvl.data import digest, settings_fingerprint
 from qvl.errors import UserError
 
 from qvl_vqa.config import QUALITY_LABELS, SyntheticConfig
-from qvl_vqa.trajectories import DEFAULT_TABLE, Trajectory
+from qvl_vqa.npz_store import DEFAULT_TABLE
+from qvl_vqa.trajectory import Trajectory
 
 VERSION = 3  # bump when what is written changes: it keys the cached store
 CAMERA = "observation.images.main"
