@@ -104,20 +104,20 @@ def test_lm_loss_on_labelled_positions_equals_the_models_own_loss(qvl_tiny_backb
     assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
 
 
-def test_an_unreadable_image_or_video_names_the_file(qvl_tiny_backbone, tmp_path):
+@pytest.mark.parametrize("kind, name, content, question, message", [
+    ("image", "frame.png", b"\x89PNG but not really", "what is this?",
+     r"frame.png: cannot read this image \(UnidentifiedImageError"),
+    ("video", "clip.mp4", b"\x00\x00\x00\x18ftypmp42 truncated", "what happens?", r"clip.mp4: cannot read this video"),
+])
+def test_an_unreadable_image_or_video_names_the_file(qvl_tiny_backbone, tmp_path, kind, name, content, question,
+                                                     message):
     from qvl import UserError
 
-    broken = tmp_path / "frame.png"
-    broken.write_bytes(b"\x89PNG but not really")
-    conversation = [{"role": "user", "content": [{"type": "image", "image": str(broken)},
-                                                 {"type": "text", "text": "what is this?"}]}]
-    with pytest.raises(UserError, match=r"frame.png: cannot read this image \(UnidentifiedImageError"):
-        chat.prompt_batch(qvl_tiny_backbone.processor, [conversation])
-    video = tmp_path / "clip.mp4"
-    video.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
-    conversation = [{"role": "user", "content": [{"type": "video", "video": str(video)},
-                                                 {"type": "text", "text": "what happens?"}]}]
-    with pytest.raises(UserError, match=r"clip.mp4: cannot read this video"):
+    broken = tmp_path / name
+    broken.write_bytes(content)
+    conversation = [{"role": "user", "content": [{"type": kind, kind: str(broken)},
+                                                 {"type": "text", "text": question}]}]
+    with pytest.raises(UserError, match=message):
         chat.prompt_batch(qvl_tiny_backbone.processor, [conversation])
 
 

@@ -57,24 +57,28 @@ def test_only_train_split_holds_out_the_last_episodes_and_all_zero_rows_are_clas
     assert labelled[2]["text"] == "Task: fold the towel"
 
 
-def test_missing_video_file_names_episode_frame_camera_and_file(tmp_path, recordings):
-    root = write_dataset(tmp_path / "ds", recordings, fps=10, version="v2.1")
-    video = root / "videos/chunk-000/observation.images.cam_left_wrist/episode_000002.mp4"
+def _remove(video):
     video.unlink()
-    frames = RewardFrames(LeRobotDataset(root, CAMERAS), [2], "reward_bins", "{task}")
-    with pytest.raises(LeRobotFormatError, match=r"episode 2, frame 0, camera 'observation\.images\.cam_left_wrist'"
-                                                 r": .*episode_000002\.mp4: missing video file"):
-        frames[0]
 
 
-def test_truncated_mp4_names_episode_frame_camera_and_file(tmp_path, recordings):
-    root = write_dataset(tmp_path / "ds", recordings, fps=10, version="v3.0")
-    video = root / "videos/observation.images.cam_high/chunk-000/file-000.mp4"
+def _truncate(video):
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
-    frames = RewardFrames(LeRobotDataset(root, CAMERAS), [3], "reward_bins", "{task}")
-    with pytest.raises(LeRobotFormatError, match=r"episode 3, frame 5, camera 'observation\.images\.cam_high': "
-                                                 r".*file-000\.mp4"):
-        frames[5]
+
+
+@pytest.mark.parametrize("version, video, damage, episode, frame, message", [
+    pytest.param("v2.1", "videos/chunk-000/observation.images.cam_left_wrist/episode_000002.mp4", _remove, 2, 0,
+                 r"episode 2, frame 0, camera 'observation\.images\.cam_left_wrist': .*episode_000002\.mp4: "
+                 r"missing video file", id="missing video file"),
+    pytest.param("v3.0", "videos/observation.images.cam_high/chunk-000/file-000.mp4", _truncate, 3, 5,
+                 r"episode 3, frame 5, camera 'observation\.images\.cam_high': .*file-000\.mp4", id="truncated mp4"),
+])
+def test_a_broken_video_names_episode_frame_camera_and_file(tmp_path, recordings, version, video, damage, episode,
+                                                            frame, message):
+    root = write_dataset(tmp_path / "ds", recordings, fps=10, version=version)
+    damage(root / video)
+    frames = RewardFrames(LeRobotDataset(root, CAMERAS), [episode], "reward_bins", "{task}")
+    with pytest.raises(LeRobotFormatError, match=message):
+        frames[frame]
 
 
 def test_missing_label_column_names_episode_file_and_column(tmp_path, recordings):
