@@ -120,15 +120,18 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
     data[keys[-1]] = value
 
 
-def _none_paths(value: Any, prefix: str = "") -> list[str]:
+def _unset_paths(value: Any, default: Any, prefix: str = "") -> list[str]:
+    """The dotted paths that are None in ``value`` and not None in ``default`` (walked alongside)."""
     if not isinstance(value, dict):
         return []
     found = []
     for key, item in value.items():
+        item_default = default.get(key) if isinstance(default, dict) else None
         if item is None:
-            found.append(f"{prefix}{key}")
+            if item_default is not None:
+                found.append(f"{prefix}{key}")
         else:
-            found.extend(_none_paths(item, f"{prefix}{key}."))
+            found.extend(_unset_paths(item, item_default, f"{prefix}{key}."))
     return found
 
 
@@ -164,19 +167,11 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
     raw["task"] = converter.unstructure(config.task) if config.task is not None else {}
     defaults = converter.unstructure(RunConfig())
     defaults["task"] = converter.unstructure(type(config.task)()) if config.task is not None else {}
-    unset = [path for path in _none_paths(raw) if _lookup(defaults, path) is not None]
+    unset = _unset_paths(raw, defaults)
     result = _drop_none(raw)
     if unset:
         result[UNSET_KEY] = unset
     return result
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _drop_none(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
@@ -10,11 +10,6 @@ from qvl.config import fraction, model_image_size, positive
 
 DEFAULT_CAMERAS = ["observation.images.cam_high", "observation.images.cam_left_wrist",
                    "observation.images.cam_right_wrist"]
-
-
-def _optional_positive(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None:
-        positive(instance, attribute, value)
 
 
 @attrs.define
@@ -57,7 +52,7 @@ class RewardConfig:
     camera_keys: list[str] = attrs.field(factory=lambda: list(DEFAULT_CAMERAS))
     task_template: str = "Task: {task}"
     label_column: str = "reward_bins"
-    num_classes: int | None = attrs.field(default=None, validator=_optional_positive)
+    num_classes: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
     image_size: list[int] = attrs.field(factory=lambda: [96, 64], validator=model_image_size)
     frame_stride: int = attrs.field(default=1, validator=positive)
     splits: dict[str, str] = attrs.field(factory=dict)
