@@ -12,6 +12,8 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +110,41 @@ def save(
     :raises OutOfSpaceError: the disk filled up; the unfinished checkpoint is removed, the earlier
         ones are kept.
     """
+    import torch
+
     label = name or f"step-{state.step:08d}"
     final = checkpoints_dir / label
     tmp = checkpoints_dir / f".tmp-{label}"
+    with _removed_if_it_fails(tmp, final, name, accelerator):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed save, under qvl's dotted name
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if name is None:
+            _save_rng_state(tmp, accelerator.process_index)
+        if accelerator.is_main_process:
+            _save_weights(tmp, accelerator, backbone, head, finetune)
+            if name is None:
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            (tmp / TRAINER_STATE).write_text(json.dumps(attrs.asdict(state), indent=1))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _replace(final, tmp, old=checkpoints_dir / f".old-{label}")
+            if name is None:
+                _prune(checkpoints_dir, keep)
+        accelerator.wait_for_everyone()
+    return final
+
+
+@contextmanager
+def _removed_if_it_fails(tmp: Path, final: Path, name: str | None, accelerator: Any) -> Iterator[None]:
+    """Removes the unfinished checkpoint ``tmp`` when what runs inside fails, and turns a full disk
+    into the one-line :class:`OutOfSpaceError`."""
+    checkpoints_dir = final.parent
     free_at_start = free_bytes(checkpoints_dir)
     try:
-        _write(checkpoints_dir, state, tmp, final, label, accelerator=accelerator, backbone=backbone, head=head,
-               optimizer=optimizer, scheduler=scheduler, finetune=finetune, keep=keep, name=name)
+        yield
     except Exception as exc:
         full = is_out_of_space(exc, checkpoints_dir)  # asked before the clean-up frees the space again
         if accelerator.is_main_process:
@@ -122,7 +152,6 @@ def save(
         if full:
             raise _out_of_space(checkpoints_dir, final, name, free_at_start) from exc
         raise
-    return final
 
 
 def _out_of_space(checkpoints_dir: Path, final: Path, name: str | None,
@@ -148,62 +177,38 @@ def _out_of_space(checkpoints_dir: Path, final: Path, name: str | None,
     return out_of_space(final, f"the {name or 'step'} checkpoint", needed=needed, kept=outcome)
 
 
-def _write(
-    checkpoints_dir: Path,
-    state: TrainerState,
-    tmp: Path,
-    final: Path,
-    label: str,
-    *,
-    accelerator: Any,
-    backbone: Any,
-    head: Any,
-    optimizer: Any,
-    scheduler: Any,
-    finetune: str,
-    keep: int,
-    name: str | None,
-) -> None:
-    import torch
+def _save_rng_state(tmp: Path, rank: int) -> None:
     from safetensors.torch import save_file
 
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed save, under qvl's dotted name
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    tensors, plain = _rng_state()
+    save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
+    (tmp / f"rng-{rank}.json").write_text(json.dumps(plain))
 
-    if name is None:
-        tensors, plain = _rng_state()
-        rank = accelerator.process_index
-        save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
-        (tmp / f"rng-{rank}.json").write_text(json.dumps(plain))
 
-    if accelerator.is_main_process:
-        if backbone is not None and finetune != "frozen":
-            model = accelerator.unwrap_model(backbone.model)
-            model.save_pretrained(tmp / "backbone", safe_serialization=True)
-            if finetune == "full":
-                backbone.processor.save_pretrained(tmp / "backbone")
-        if head is not None:
-            weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(head).state_dict().items()}
-            save_file(weights, str(tmp / "head.safetensors"))
-        if name is None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / TRAINER_STATE).write_text(json.dumps(attrs.asdict(state), indent=1))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():  # the same step again after a resume, or a new best: replace it whole
-            old = checkpoints_dir / f".old-{label}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        if name is None:
-            _prune(checkpoints_dir, keep)
-    accelerator.wait_for_everyone()
+def _save_weights(tmp: Path, accelerator: Any, backbone: Any, head: Any, finetune: str) -> None:
+    """The backbone's trained weights (HF / peft directory; with its processor when fully fine-tuned) and the head's."""
+    from safetensors.torch import save_file
+
+    if backbone is not None and finetune != "frozen":
+        model = accelerator.unwrap_model(backbone.model)
+        model.save_pretrained(tmp / "backbone", safe_serialization=True)
+        if finetune == "full":
+            backbone.processor.save_pretrained(tmp / "backbone")
+    if head is not None:
+        weights = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(head).state_dict().items()}
+        save_file(weights, str(tmp / "head.safetensors"))
+
+
+def _replace(final: Path, tmp: Path, old: Path) -> None:
+    """``tmp`` becomes ``final``; an existing ``final`` (the same step again after a resume, or a new
+    best) is replaced whole: moved aside to ``old`` first, then removed."""
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
 
 
 def _prune(checkpoints_dir: Path, keep: int) -> None:
