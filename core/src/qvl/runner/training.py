@@ -1,31 +1,33 @@
-"""The training stage: accelerate-driven loop over any task's hooks."""
+"""The training stage: accelerate-driven training of any task through its hooks.
+
+:func:`train` is a sequence of named steps: the accelerator and the run dir, the task's parts
+(backbone, head), the train data, the prepared model and optimizer, the resumed state, then the
+step loop (:mod:`qvl.runner.step_loop`: log lines, validation, checkpoints) and the closing lines.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from qvl.config import RunConfig
+from qvl.config import RunConfig, TrainConfig
 from qvl.errors import UserError
 from qvl.plugins import PluginHost
 from qvl.runner import checkpoint as ckpt
-from qvl.runner.assembly import checked_dataset, load_parts
-from qvl.runner.metrics import MetricsLog, SamplesLog, plot_loss
+from qvl.runner.assembly import Parts, checked_dataset, load_parts
+from qvl.runner.metrics import plot_loss
 from qvl.runner.modules import CollateWithIds, IndexedSamples, TaskModule, mixed_precision, parameter_groups
 from qvl.runner.rundir import RunDir, eprint
+from qvl.runner.step_loop import PreparedModel, StepLoop, TrainingDivergedError
 from qvl.task import Task
 
-LOWER_IS_BETTER = ("loss", "error", "err", "invalid", "mae", "rmse")
-
-
-class TrainingDivergedError(UserError):
-    """The loss became NaN or infinite; the last complete checkpoint is kept."""
+__all__ = ["TrainResult", "TrainingDivergedError", "auto_workers", "resolved_steps", "train"]
 
 
 @attrs.define
@@ -37,15 +39,6 @@ class TrainResult:
     loss_plot: Any
     best: dict[str, Any] | None = None
     stopped_early: bool = False
-
-
-def better(metric: str, mode: str, value: float, best: float | None) -> bool:
-    """Whether ``value`` of ``metric`` beats ``best`` (``mode`` auto: lower for losses and errors)."""
-    if best is None:
-        return not math.isnan(value)
-    if mode == "auto":
-        mode = "min" if any(word in metric.lower() for word in LOWER_IS_BETTER) else "max"
-    return value < best if mode == "min" else value > best
 
 
 def resolved_steps(config: RunConfig, batches_per_epoch: int) -> int:
@@ -81,14 +74,29 @@ def _start_run_dir(config: RunConfig, task: Task, run_dir: Path | None) -> str:
 
 
 def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None, resume: bool = False) -> TrainResult:
+    """Train ``task`` as ``config`` says into ``run_dir`` (a new run dir when None); with ``resume``,
+    from the run's last complete checkpoint. Every process of a launch runs this together."""
+    from accelerate.utils import set_seed
+
+    accelerator = _make_accelerator(config.train)
+    set_seed(config.seed)
+    run, resume_from = _open_run(accelerator, task, config, run_dir, resume)
+    parts = load_parts(host.call, task, config, resume_from, stage="train")
+    config, loader, workers = _prepare_data(host, task, config, accelerator, parts.backbone)
+    model = _build_model(host, task, config, accelerator, parts, loader)
+    state = _resumed_state(resume_from, accelerator, model)
+    if accelerator.is_main_process:
+        _announce(task, config, accelerator, parts, workers, run)
+    loop = StepLoop(host, task, config, accelerator, run, parts.backbone, model, state)
+    loop.run()
+    return _finish(loop)
+
+
+def _make_accelerator(tc: TrainConfig) -> Any:
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-    from accelerate.utils import gather_object, set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
-    tc = config.train
-    accelerator = Accelerator(
+    return Accelerator(
         mixed_precision=mixed_precision(tc.mixed_precision),
         gradient_accumulation_steps=tc.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
@@ -96,15 +104,26 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         # without a GPU, accelerate only joins the processes of a launch (over gloo) when told cpu=True
         cpu=not torch.cuda.is_available(),
     )
-    set_seed(config.seed)
+
+
+def _open_run(accelerator: Any, task: Task, config: RunConfig, run_dir: Path | None,
+              resume: bool) -> tuple[RunDir, Path | None]:
+    """The run dir, and the checkpoint to resume from (None: step 0)."""
     # one run directory for all processes: the main process names (and claims) it
     run = RunDir(Path(_on_main(accelerator, lambda: _start_run_dir(config, task, run_dir))))
     resume_from = run.last_checkpoint() if resume else None
     if resume and resume_from is None and accelerator.is_main_process:
         eprint(f"qvl: {run.path} has no complete checkpoint yet; starting from step 0")
+    return run, resume_from
 
-    parts = load_parts(host.call, task, config, resume_from, stage="train")
-    backbone, head = parts.backbone, parts.head
+
+def _prepare_data(host: PluginHost, task: Task, config: RunConfig, accelerator: Any,
+                  backbone: Any) -> tuple[RunConfig, Any, int]:
+    """The config with ``train.steps`` resolved (from ``train.epochs``), the train split's loader and
+    its worker count."""
+    import torch
+
+    tc = config.train
     train_data = checked_dataset(host.call, task, config, "train")
     global_batch = tc.batch_size * accelerator.num_processes
     if len(train_data) < global_batch:
@@ -121,14 +140,25 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         collate_fn=CollateWithIds(collate, seed=config.seed, rank=accelerator.process_index),
         num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
     )
+    return config, loader, workers
 
-    def compute_loss(head: Any, batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any]:
-        result = host.call("loss", task=task, config=config, backbone=backbone, head=head,
-                           batch=batch, step=step, max_steps=max_steps)
-        if not isinstance(result, dict) or "loss" not in result:
-            raise TypeError(f"the loss hook of task {task.name!r} must return a dict with a 'loss' tensor")
-        return result
 
+def _task_loss(host: PluginHost, task: Task, config: RunConfig, backbone: Any, head: Any, batch: dict[str, Any],
+               step: int, max_steps: int) -> dict[str, Any]:
+    result = host.call("loss", task=task, config=config, backbone=backbone, head=head,
+                       batch=batch, step=step, max_steps=max_steps)
+    if not isinstance(result, dict) or "loss" not in result:
+        raise TypeError(f"the loss hook of task {task.name!r} must return a dict with a 'loss' tensor")
+    return result
+
+
+def _build_model(host: PluginHost, task: Task, config: RunConfig, accelerator: Any, parts: Parts,
+                 loader: Any) -> PreparedModel:
+    import torch
+    from transformers import get_scheduler
+
+    tc, backbone, head = config.train, parts.backbone, parts.head
+    compute_loss = functools.partial(_task_loss, host, task, config, backbone)
     trains_backbone = backbone is not None and any(p.requires_grad for p in backbone.model.parameters())
     # A frozen backbone stays outside the module DDP wraps: nothing of it is synchronised or broadcast.
     module = TaskModule(backbone.model if trains_backbone else None, head, compute_loss)
@@ -140,8 +170,8 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         finetune = config.backbone.finetune if backbone is not None else "not loaded"
         raise UserError(f"nothing to train: backbone.finetune = {finetune!r} and task {task.name!r} builds no head")
     optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
-    warmup = round(tc.warmup_ratio * steps) if tc.warmup_ratio is not None else tc.warmup_steps
-    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    warmup = round(tc.warmup_ratio * tc.steps) if tc.warmup_ratio is not None else tc.warmup_steps
+    scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=tc.steps)
     # The scheduler is stepped by hand, once per optimizer step: accelerate's prepared scheduler
     # steps once per process, which would make two processes decay the rate twice as fast.
     if backbone is not None and backbone.quantized and trains_backbone:
@@ -151,169 +181,52 @@ def train(host: PluginHost, task: Task, config: RunConfig, run_dir: Path | None,
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader, device_placement=[False, True, True])
     else:
         module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
+    return PreparedModel(module, optimizer, scheduler, loader, trains_backbone)
 
-    state = ckpt.TrainerState()
-    if resume_from is not None:
-        state = ckpt.load_training_state(resume_from, accelerator=accelerator, optimizer=optimizer,
-                                         scheduler=scheduler)
-    if accelerator.is_main_process:
-        described = "no backbone (features)"
-        if backbone is not None:
-            trainable, total = backbone.trainable_parameters()
-            described = (f"{backbone.name} ({config.backbone.finetune}): {trainable / 1e6:.2f} M of "
-                         f"{total / 1e6:.2f} M backbone parameters trainable")
-        head_params = sum(p.numel() for p in head.parameters()) if head is not None else 0
-        eprint(f"qvl: training {task.name} on {described}"
-               + (f", head {head_params / 1e6:.3f} M" if head is not None else "")
-               + f"; {steps} steps; {accelerator.num_processes} process(es) on {accelerator.device}, "
-                 f"{workers} data worker(s) each; run dir {run.path}")
 
-    # one history: what a killed attempt logged after the step this run starts from is cut off
-    log = MetricsLog(run.path, enabled=accelerator.is_main_process, start_step=state.step)
-    samples_log = SamplesLog(run.path / "samples" / f"rank-{accelerator.process_index}.jsonl", start_step=state.step)
-    progress = tqdm(total=steps, initial=state.step, desc=f"train {task.name}", unit="step",
-                    disable=not accelerator.is_main_process, dynamic_ncols=True)
-    postfix: dict[str, str] = {}
+def _resumed_state(resume_from: Path | None, accelerator: Any, model: PreparedModel) -> ckpt.TrainerState:
+    """Step 0's state, or the checkpoint's (the optimizer, the schedule and the RNGs restored with it)."""
+    if resume_from is None:
+        return ckpt.TrainerState()
+    return ckpt.load_training_state(resume_from, accelerator=accelerator, optimizer=model.optimizer,
+                                    scheduler=model.scheduler)
 
-    def set_modes() -> None:
-        module.train()
-        if backbone is not None and (config.backbone.finetune == "frozen" or not trains_backbone):
-            backbone.model.eval()  # a frozen feature extractor keeps inference behaviour (dropout off)
 
-    def save(name: str | None = None) -> Path:
-        return ckpt.save(run.checkpoints_dir, state, accelerator=accelerator, backbone=backbone,
-                         head=accelerator.unwrap_model(module).head, optimizer=optimizer, scheduler=scheduler,
-                         finetune=config.backbone.finetune, keep=tc.keep_checkpoints, name=name)
+def _announce(task: Task, config: RunConfig, accelerator: Any, parts: Parts, workers: int, run: RunDir) -> None:
+    backbone, head = parts.backbone, parts.head
+    described = "no backbone (features)"
+    if backbone is not None:
+        trainable, total = backbone.trainable_parameters()
+        described = (f"{backbone.name} ({config.backbone.finetune}): {trainable / 1e6:.2f} M of "
+                     f"{total / 1e6:.2f} M backbone parameters trainable")
+    head_params = sum(p.numel() for p in head.parameters()) if head is not None else 0
+    eprint(f"qvl: training {task.name} on {described}"
+           + (f", head {head_params / 1e6:.3f} M" if head is not None else "")
+           + f"; {config.train.steps} steps; {accelerator.num_processes} process(es) on {accelerator.device}, "
+             f"{workers} data worker(s) each; run dir {run.path}")
 
-    def validate() -> bool:
-        """Validate, log, keep the best checkpoint; returns whether to stop early."""
-        module.eval()
-        with torch.no_grad(), accelerator.autocast():
-            results = host.call("validate", task=task, config=config, backbone=backbone,
-                                head=accelerator.unwrap_model(module).head, step=state.step,
-                                accelerator=accelerator, out_dir=run.path / "validation")
-        set_modes()
-        log.log(state.step, results)
-        if tc.best_metric not in results:
-            raise UserError(f"train.best_metric = {tc.best_metric!r}: validation gave "
-                            f"{', '.join(sorted(results)) or 'nothing'}")
-        value = float(results[tc.best_metric])
-        postfix[tc.best_metric] = f"{value:.4g}"
-        progress.set_postfix(postfix)
-        if better(tc.best_metric, tc.best_mode, value, state.best_value):
-            state.best_value, state.best_step, state.evals_since_best = value, state.step, 0
-            save(ckpt.BEST_NAME)
-            return False
-        state.evals_since_best += 1
-        return bool(tc.patience) and state.evals_since_best >= tc.patience
 
-    set_modes()
-    window: dict[str, list[Any]] = {}
-    waits: list[float] = []  # seconds each batch was waited for, since the last log line
-    step_marks: list[int] = []
-    phases = {"forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}  # per optimizer step, logged
-    window_started = time.perf_counter()
-    last_loss: float | None = None
-    last_saved = None
-    stopped_early = checked_keys = False
-    try:
-        while state.step < steps and not stopped_early:
-            loader.set_epoch(state.epoch)
-            batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
-            finished_epoch = True
-            for batch in timed(batches, waits):
-                with accelerator.accumulate(module):
-                    started = time.perf_counter()
-                    out = module(batch["inputs"], step=state.step, max_steps=steps)
-                    if not checked_keys:
-                        _check_same_keys(out, accelerator, gather_object, task)
-                        checked_keys = True
-                    _check_finite(out["loss"], accelerator, state.step)  # waits for the forward pass
-                    forward_done = time.perf_counter()
-                    accelerator.backward(out["loss"])
-                    backward_done = time.perf_counter()
-                    if accelerator.sync_gradients and tc.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    # on a GPU, backward and optimizer times are queueing times until the next sync
-                    phases["forward_s"] += forward_done - started
-                    phases["backward_s"] += backward_done - forward_done
-                    phases["optimizer_s"] += time.perf_counter() - backward_done
-                state.batch_in_epoch += 1
-                for key, value in out.items():
-                    value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
-                    window.setdefault(key, []).append(value.to(accelerator.device))
-                if any(i is not None for i in batch["ids"]):
-                    samples_log.write({"step": state.step, "ids": batch["ids"]})
-                if not accelerator.sync_gradients:
-                    continue
-                step_lr = scheduler.get_last_lr()[0]  # the rate this optimizer step used
-                scheduler.step()
-                state.step += 1
-                step_marks.append(state.step)
-                progress.update(1)
-                if state.step % tc.log_every == 0 or state.step == steps:
-                    values = {k: accelerator.reduce(torch.stack(v).mean(), reduction="mean").item()
-                              for k, v in window.items()}
-                    window.clear()
-                    values["lr"] = step_lr
-                    now = time.perf_counter()
-                    values["step_s"] = (now - window_started) / max(1, len(step_marks))
-                    values["data_wait_s"] = sum(waits) / max(1, len(step_marks))  # per optimizer step
-                    values.update({k: v / max(1, len(step_marks)) for k, v in phases.items()})
-                    window_started, step_marks[:], waits[:] = now, [], []
-                    phases.update(dict.fromkeys(phases, 0.0))
-                    last_loss = values["loss"]
-                    postfix["loss"] = f"{last_loss:.4f}"
-                    postfix["data wait"] = f"{values['data_wait_s'] / max(values['step_s'], 1e-9):.0%}"
-                    progress.set_postfix(postfix)
-                    log.log(state.step, values)
-                if tc.eval_every and (state.step % tc.eval_every == 0 or state.step == steps):
-                    stopped_early = validate()
-                if tc.save_every and state.step % tc.save_every == 0 and state.step < steps and not stopped_early:
-                    last_saved = save()
-                if state.step >= steps or stopped_early:
-                    finished_epoch = False
-                    break
-            if finished_epoch:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        last_saved = save()
-    finally:
-        progress.close()
-        samples_log.close()
-        log.close()
+def _finish(loop: StepLoop) -> TrainResult:
+    """The loss plot and the closing lines (main process), once every process is done."""
+    tc, state, run = loop.tc, loop.state, loop.run_dir
     plot = None
     best = None if state.best_step is None else {"metric": tc.best_metric, "value": state.best_value,
                                                   "step": state.best_step}
-    if accelerator.is_main_process:
-        name = backbone.name if backbone is not None else "cached features"
-        plot = plot_loss(run.metrics_path, run.path / "loss.png", f"{task.name} on {name}")
-        if stopped_early:
+    if loop.accelerator.is_main_process:
+        name = loop.backbone.name if loop.backbone is not None else "cached features"
+        plot = plot_loss(run.metrics_path, run.path / "loss.png", f"{loop.task.name} on {name}")
+        if loop.stopped_early:
             eprint(f"qvl: stopped early at step {state.step}: {tc.best_metric} did not improve for "
                    f"{tc.patience} evaluations")
-        if last_loss is not None and not math.isnan(last_loss):
-            eprint(f"qvl: finished {state.step} steps, last loss {last_loss:.4f}; checkpoint {last_saved}")
+        if loop.last_loss is not None and not math.isnan(loop.last_loss):
+            eprint(f"qvl: finished {state.step} steps, last loss {loop.last_loss:.4f}; "
+                   f"checkpoint {loop.last_saved}")
         if best is not None:
             eprint(f"qvl: best {tc.best_metric} = {state.best_value:.4g} at step {state.best_step}: "
                    f"{run.checkpoints_dir / ckpt.BEST_NAME}")
-    accelerator.wait_for_everyone()
-    return TrainResult(run_dir=run, steps=state.step, final_loss=last_loss, checkpoint=last_saved,
-                       loss_plot=plot, best=best, stopped_early=stopped_early)
-
-
-def timed(batches: Iterable[Any], waits: list[float]) -> Iterator[Any]:
-    """Yield the batches, appending to ``waits`` how long each one was waited for."""
-    iterator = iter(batches)
-    while True:
-        started = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        waits.append(time.perf_counter() - started)
-        yield batch
+    loop.accelerator.wait_for_everyone()
+    return TrainResult(run_dir=run, steps=state.step, final_loss=loop.last_loss, checkpoint=loop.last_saved,
+                       loss_plot=plot, best=best, stopped_early=loop.stopped_early)
 
 
 def auto_workers() -> int:
@@ -325,30 +238,6 @@ def auto_workers() -> int:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(4, cores - 2))
-
-
-def _check_finite(loss: Any, accelerator: Any, step: int) -> None:
-    """Stop every process together when any of them sees a NaN or infinite loss."""
-    import torch
-
-    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        bad = accelerator.reduce(bad, reduction="sum")
-    if bad.item() > 0:
-        where = f" on {int(bad.item())} of {accelerator.num_processes} processes" if accelerator.num_processes > 1 \
-            else f" ({loss.item()})"
-        raise TrainingDivergedError(f"the loss is not finite{where} at step {step}; the last complete "
-                                    "checkpoint is kept; lower train.lr or check the data?")
-
-
-def _check_same_keys(out: dict[str, Any], accelerator: Any, gather_object: Any, task: Task) -> None:
-    """Every process must log the same loss terms, or averaging them across processes would hang."""
-    if accelerator.num_processes == 1:
-        return
-    everyone = gather_object([sorted(out)])
-    if any(keys != everyone[0] for keys in everyone):
-        raise ValueError(f"the loss hook of task {task.name!r} returned different keys on different "
-                         f"processes: {everyone}; return the same keys on every process")
 
 
 def _checked_groups(groups: list[dict[str, Any]], module: Any, task: Task) -> list[dict[str, Any]]:
