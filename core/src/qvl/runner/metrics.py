@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from qvl.data import write_text
 from qvl.errors import is_out_of_space, out_of_space
@@ -42,15 +42,8 @@ class MetricsLog:
         if not self.enabled:
             return
         record = {"step": step, **values, "elapsed_s": round(time.perf_counter() - self.started, 3)}
-        try:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            if is_out_of_space(exc):
-                raise out_of_space(self.path, f"the metrics of step {step}", needed="a few hundred bytes",
-                                   kept="the last complete checkpoint is kept; free some space and continue "
-                                        "with --resume") from exc
-            raise
+        with self.path.open("a", encoding="utf-8") as handle:
+            append_record(handle, self.path, record, f"the metrics of step {step}", "a few hundred bytes")
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
@@ -75,21 +68,25 @@ class SamplesLog:
         self.handle = path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        try:
-            self.handle.write(json.dumps(record) + "\n")
-            self.handle.flush()
-        except OSError as exc:
-            if is_out_of_space(exc):
-                raise out_of_space(self.path, f"the samples of step {record.get('step')}", needed="a few kB",
-                                   kept="the last complete checkpoint is kept; free some space and continue "
-                                        "with --resume") from exc
-            raise
+        append_record(self.handle, self.path, record, f"the samples of step {record.get('step')}", "a few kB")
 
     def close(self) -> None:
         try:
             self.handle.close()
         except OSError:  # a full disk, already reported by write()
             pass
+
+
+def append_record(handle: IO[str], path: Path, record: dict[str, Any], what: str, needed: str) -> None:
+    """One JSON line onto an open log, flushed; a full disk is one line naming ``path`` (exit 2)."""
+    try:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+    except OSError as exc:
+        if is_out_of_space(exc):
+            raise out_of_space(path, what, needed=needed, kept="the last complete checkpoint is kept; free some "
+                                                               "space and continue with --resume") from exc
+        raise
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
