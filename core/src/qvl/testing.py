@@ -153,6 +153,8 @@ class PackageShapeTests:
 
         class TestPackageShape(PackageShapeTests):
             package = qvl_my_plugin
+            expected_modules = {"plugin", "data", "model"}  # the import graph must list them
+            expected_imports = {"plugin": {"data"}}  # and see these imports
 
     ``plugin.py`` is the table of hook implementations that no other module imports, the modules
     import one another without a circle, none is over ``MAX_LINES`` lines, and the core is reached
@@ -162,6 +164,14 @@ class PackageShapeTests:
 
     package: ModuleType
     MAX_LINES = 450
+    expected_modules: set[str] = {"plugin"}
+    expected_imports: dict[str, set[str]] = {}
+
+    def test_the_graph_sees_the_package(self):
+        graph = import_graph(self.package)
+        assert self.expected_modules <= set(graph)
+        for module, imported in self.expected_imports.items():
+            assert imported <= graph[module]
 
     def test_no_module_imports_the_plugin_table(self):
         assert [name for name, imported in import_graph(self.package).items() if "plugin" in imported] == []
