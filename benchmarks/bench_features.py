@@ -13,6 +13,7 @@ import time
 
 import torch
 from PIL import Image
+from timing import best_of_rounds, seconds_per_call
 
 COLORS = ["red", "green", "blue", "yellow"]
 
@@ -75,37 +76,18 @@ def main() -> None:
 
         def rate(step, steps):
             stream = batches()
-            for _ in range(3):
-                step(next(stream))
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(steps):
-                step(next(stream))
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return steps / (time.perf_counter() - start)
+            return 1 / seconds_per_call(lambda: step(next(stream)), steps, warmup=3, device=device)
 
-        # alternating rounds, best of each: on a shared machine the slow rounds measure the neighbours
-        cached = live = 0.0
-        for _ in range(args.rounds):
-            cached = max(cached, rate(cached_step, args.steps * 10))
-            live = max(live, rate(live_step, args.steps))
+        rates = best_of_rounds(args.rounds, {"cached": lambda: rate(cached_step, args.steps * 10),
+                                             "live": lambda: rate(live_step, args.steps)})
+        cached, live = rates["cached"], rates["live"]
 
     batch = tokenize(backbone, make_inputs(ids[:args.batch]), spec)
     batch = {key: value.to(device) for key, value in batch.items()}
     layer = resolve_layer(backbone, spec.layer)
 
-    def timed(fn, repeats=args.steps):
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / repeats
+    def timed(fn):
+        return seconds_per_call(fn, args.steps, warmup=1, device=device)
 
     def full_forward():
         with torch.no_grad():

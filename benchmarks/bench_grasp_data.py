@@ -14,13 +14,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
 
-    from qvl.config import load_config
-    from qvl.plugins import load_plugins
+    from setup_task import frozen_backbone, load_task
 
-    host = load_plugins()
-    task = host.task("grasp")
-    config = load_config(task, [], [])
-    backbone = host.call("load_backbone", task=task, config=load_config(task, [], ["backbone.finetune=frozen"]))
+    host, task, config = load_task("grasp")
+    backbone = frozen_backbone(host, task)
     data = host.call("build_dataset", task=task, config=config, split="train")
     collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage="train")
     count = min(args.images, len(data))

@@ -32,6 +32,7 @@ def main() -> None:
     from qvl.config import load_config
     from qvl.plugins import load_plugins
     from qvl.runner.modules import CollateWithIds, IndexedSamples, parameter_groups
+    from timing import best_of_rounds, train_steps_per_second
 
     torch.manual_seed(0)
     if args.threads:
@@ -69,30 +70,17 @@ def main() -> None:
     def run(mode: str, steps: int) -> float:
         config = modes[mode]
         backbone, head, loader, params, optimizer = prepared[mode]
-        batches = iter(loader)
-        done = 0
-        begin = time.perf_counter()
-        while done < steps:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                continue
-            out = host.call("loss", task=task, config=config, backbone=backbone, head=head,
-                            batch=batch["inputs"], step=done, max_steps=steps)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-        return steps / (time.perf_counter() - begin)
+
+        def loss_of(batch: dict, step: int) -> torch.Tensor:
+            return host.call("loss", task=task, config=config, backbone=backbone, head=head,
+                             batch=batch["inputs"], step=step, max_steps=steps)["loss"]
+
+        return train_steps_per_second(loader, steps, loss_of, params, optimizer)
 
     run("end-to-end", 2)  # warm-up: first-batch allocations and lazy imports
     run("cached", 5)
-    rates = {"end-to-end": 0.0, "cached": 0.0}
-    for _ in range(args.rounds):
-        rates["end-to-end"] = max(rates["end-to-end"], run("end-to-end", args.e2e_steps))
-        rates["cached"] = max(rates["cached"], run("cached", args.cached_steps))
+    rates = best_of_rounds(args.rounds, {"end-to-end": lambda: run("end-to-end", args.e2e_steps),
+                                         "cached": lambda: run("cached", args.cached_steps)})
     threads = torch.get_num_threads()
     print(f"train split: {samples} frames, batch {args.batch}, {threads} torch threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")

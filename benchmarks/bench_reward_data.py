@@ -15,12 +15,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
 
-    from qvl.config import load_config
-    from qvl.plugins import load_plugins
+    from setup_task import frozen_backbone, load_task
 
-    host = load_plugins()
-    task = host.task("reward")
-    config = load_config(task, [], [])
+    host, task, config = load_task("reward")
     data = host.call("build_dataset", task=task, config=config, split="train")
     count = min(args.samples, len(data))
     cameras = len(config.task.camera_keys)
@@ -35,7 +32,7 @@ def main() -> None:
         data[i]
     sequential_s = time.perf_counter() - start
 
-    backbone = host.call("load_backbone", task=task, config=load_config(task, [], ["backbone.finetune=frozen"]))
+    backbone = frozen_backbone(host, task)
     collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage="train")
     start = time.perf_counter()
     for first in range(0, count, args.batch):

@@ -8,6 +8,7 @@ import argparse
 import time
 
 import torch
+from timing import seconds_per_call
 
 
 def main() -> None:
@@ -53,20 +54,8 @@ def main() -> None:
         with torch.no_grad(), autocast:
             backbone.model(**batch)
 
-    def timed(fn, repeats: int) -> float:
-        for _ in range(3):
-            fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - start) / repeats
-
-    step_s = timed(step, args.steps)
-    forward_s = timed(forward, args.steps)
+    step_s = seconds_per_call(step, args.steps, warmup=3, device=device)
+    forward_s = seconds_per_call(forward, args.steps, warmup=3, device=device)
     trainable_n, total_n = backbone.trainable_parameters()
     print(f"backbone            {args.backbone} ({args.finetune}, {total_n / 1e6:.1f} M params, "
           f"{trainable_n / 1e6:.1f} M trainable) on {device} with {torch.get_num_threads()} threads")

@@ -19,18 +19,17 @@ is running.
 import argparse
 import sys
 
+from window_checking_backend import WindowCheckingBackend, step_frame
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=100.0, help="simulated policy latency per call")
-    parser.add_argument("--chunk", type=int, default=50)
-    parser.add_argument("--action-dim", type=int, default=14)
     parser.add_argument("--period-s", type=float, default=0.02, help="control period (0.02: 50 Hz)")
     parser.add_argument("--steps", type=int, default=300, help="actions executed per run")
     parser.add_argument("--threshold", type=float, default=0.5, help="async refill threshold g")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--num-frames", type=int, default=3, help="frames in the policy's window")
-    parser.add_argument("--frame-skip", type=int, default=2, help="steps between window frames")
+    WindowCheckingBackend.add_arguments(parser)
     args = parser.parse_args()
 
     import numpy as np
@@ -39,7 +38,6 @@ def main() -> None:
     from qvl_vla_flow.chunk_queue import ChunkQueue
     from qvl_vla_flow.client import PolicyClient
     from qvl_vla_flow.server import PolicyServer
-    from window_checking_backend import WindowCheckingBackend, step_frame
 
     class Env:
         """Frame ``t`` encodes ``t`` (so consecutive frames differ and the backend can read it back)."""
@@ -65,8 +63,7 @@ def main() -> None:
     print(f"policy latency {args.latency_ms:g} ms, chunk {args.chunk}, control period {args.period_s:g} s "
           f"({1 / args.period_s:g} actions/s at most), {args.steps} steps per run")
     results = {}
-    backend = WindowCheckingBackend(args.chunk, args.action_dim, args.num_frames, args.frame_skip,
-                                    args.latency_ms / 1000.0)
+    backend = WindowCheckingBackend.from_arguments(args, args.latency_ms / 1000.0)
     with PolicyServer(backend) as server, PolicyClient(server.url) as client:
         for name, threshold in (("sync", 0.0), (f"async g={args.threshold:g}", args.threshold)):
             stats, misaligned = run(client, threshold)

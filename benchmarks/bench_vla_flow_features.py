@@ -26,18 +26,16 @@ def main() -> None:
 
     import torch
 
-    from qvl.config import load_config
     from qvl.features import extract
-    from qvl.plugins import load_plugins
     from qvl.runner.modules import CollateWithIds, IndexedSamples
     from qvl_vla_flow.frame_features import extractor, feature_spec
     from qvl_vla_flow.model import optimizer_groups
     from qvl_vla_flow.pipeline import converted
+    from setup_task import load_task
+    from timing import best_of_rounds, train_steps_per_second
 
     torch.manual_seed(0)
-    host = load_plugins()
-    task = host.task("vla_flow")
-    config = load_config(task, [], args.overrides)
+    host, task, config = load_task("vla_flow", args.overrides)
     start = time.perf_counter()
     data = host.call("build_dataset", task=task, config=config, split="train")
     build_s = time.perf_counter() - start
@@ -67,33 +65,19 @@ def main() -> None:
         return torch.stack(windows)
 
     def run(mode: str, steps: int) -> float:
-        batches = iter(loader)
-        done = 0
-        begin = time.perf_counter()
-        while done < steps:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                continue
+        def loss_of(batch: dict, step: int) -> torch.Tensor:
             inputs = dict(batch["inputs"])
             if mode == "on the fly":
                 inputs["features"] = encode_on_the_fly(batch)
-            out = host.call("loss", task=task, config=config, backbone=None, head=head, batch=inputs,
-                            step=done, max_steps=steps)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-        return steps / (time.perf_counter() - begin)
+            return host.call("loss", task=task, config=config, backbone=None, head=head, batch=inputs,
+                             step=step, max_steps=steps)["loss"]
+
+        return train_steps_per_second(loader, steps, loss_of, list(head.parameters()), optimizer)
 
     run("cached", 3)  # warm-up
     run("on the fly", 1)
-    rates = {"on the fly": 0.0, "cached": 0.0}
-    for _ in range(args.rounds):
-        rates["on the fly"] = max(rates["on the fly"], run("on the fly", args.fly_steps))
-        rates["cached"] = max(rates["cached"], run("cached", args.cached_steps))
+    rates = best_of_rounds(args.rounds, {"on the fly": lambda: run("on the fly", args.fly_steps),
+                                         "cached": lambda: run("cached", args.cached_steps)})
     print(f"train split: {len(data)} windows of {config.task.num_frames} frames, batch {args.batch}, "
           f"{torch.get_num_threads()} torch threads, backbone {config.backbone.name}")
     print(f"data + features (one time, or reused from the cache): {build_s:.1f} s")

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from window_checking_backend import WindowCheckingBackend, step_frame
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,10 +29,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="per client")
     parser.add_argument("--compute-ms", type=float, default=2.0, help="simulated model time per call")
     parser.add_argument("--image-size", type=int, default=224, help="square uint8 frames of this side")
-    parser.add_argument("--chunk", type=int, default=50)
-    parser.add_argument("--action-dim", type=int, default=14)
-    parser.add_argument("--num-frames", type=int, default=3, help="frames in the policy's window")
-    parser.add_argument("--frame-skip", type=int, default=2, help="steps between window frames")
+    WindowCheckingBackend.add_arguments(parser)
     parser.add_argument("--stride", type=int, default=1, help="steps between a client's requests")
     args = parser.parse_args()
 
@@ -39,14 +38,12 @@ def main() -> None:
     from qvl_vla_flow.client import PolicyClient
     from qvl_vla_flow.samples import window_steps
     from qvl_vla_flow.server import PolicyServer
-    from window_checking_backend import WindowCheckingBackend, step_frame
 
     latencies: list[list[float]] = [[] for _ in range(args.clients)]
     server_ms: list[float] = []
     frames_sent = [0] * args.clients
     problems: list[str] = []
-    backend = WindowCheckingBackend(args.chunk, args.action_dim, args.num_frames, args.frame_skip,
-                                    args.compute_ms / 1000.0, tag_sessions=True)
+    backend = WindowCheckingBackend.from_arguments(args, args.compute_ms / 1000.0, tag_sessions=True)
     with PolicyServer(backend, max_sessions=max(16, args.clients)) as server:
         barrier = threading.Barrier(args.clients + 1)
 

@@ -10,6 +10,7 @@ the request's step is there and holds the frame of each of its steps (failing ot
 column 0 and, with ``tag_sessions``, the session's tag (channel 1 of its first frame) in column 1.
 """
 
+import argparse
 import time
 
 import numpy as np
@@ -68,6 +69,20 @@ class WindowCheckingBackend:
         self.num_frames, self.frame_skip = num_frames, frame_skip
         self.latency_s, self.tag_sessions = latency_s, tag_sessions
         self.metadata = {"name": "fake", "num_frames": num_frames, "frame_skip": frame_skip}
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The backend's settings as options: ``--chunk``, ``--action-dim``, ``--num-frames``, ``--frame-skip``."""
+        parser.add_argument("--chunk", type=int, default=50)
+        parser.add_argument("--action-dim", type=int, default=14)
+        parser.add_argument("--num-frames", type=int, default=3, help="frames in the policy's window")
+        parser.add_argument("--frame-skip", type=int, default=2, help="steps between window frames")
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace, latency_s: float,
+                       tag_sessions: bool = False) -> "WindowCheckingBackend":
+        """The backend with the settings ``add_arguments`` declared."""
+        return cls(args.chunk, args.action_dim, args.num_frames, args.frame_skip, latency_s, tag_sessions)
 
     def open_session(self) -> Session:
         return Session(self)
