@@ -106,3 +106,26 @@ def test_a_stages_own_options_become_settings():
         stage_option_overrides(task, "rollout", ["--server"])
     with pytest.raises(ValueError, match="expected '--name' -> 'dotted.key'"):
         qvl.Task(name="bad", config_class=object, stage_options={"rollout": {"server": "task.server"}})
+
+
+def test_task_defaults_reads_the_toml_beside_a_module_and_names_a_bad_or_missing_file(tmp_path):
+    module = tmp_path / "plugin.py"
+    (tmp_path / "defaults.toml").write_text('[train]\nsteps = 7\n\n[task.synthetic]\nsizes = [1, 2]\n')
+    assert qvl.task_defaults(str(module)) == {"train": {"steps": 7}, "task": {"synthetic": {"sizes": [1, 2]}}}
+    (tmp_path / "defaults.toml").write_text("[train\n")
+    with pytest.raises(qvl.UserError, match=r"defaults\.toml: not valid TOML"):
+        qvl.task_defaults(str(module))
+    with pytest.raises(qvl.UserError, match=r"other\.toml: the task's defaults file is missing"):
+        qvl.task_defaults(str(module), "other.toml")
+
+
+def test_every_plugins_defaults_file_is_in_its_wheel_configuration():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "plugins"
+    for plugin in ("grasp", "reward", "vqa", "segment", "vla_flow"):
+        package = f"qvl_{plugin}"
+        assert (root / plugin / "src" / package / "defaults.toml").is_file()
+        project = tomllib.loads((root / plugin / "pyproject.toml").read_text())
+        assert "defaults.toml" in project["tool"]["setuptools"]["package-data"][package], plugin

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -60,6 +62,31 @@ class Task:
     @property
     def all_stages(self) -> tuple[str, ...]:
         return STANDARD_STAGES + tuple(self.stages)
+
+
+def task_defaults(module_file: str, name: str = "defaults.toml") -> dict[str, Any]:
+    """A task's ``defaults`` from a TOML file beside the plugin's module: ``task_defaults(__file__)``.
+
+    The file is written as a user's run config is (``[train]``, ``[task.synthetic]``, ...), with
+    the reasons for each value as comments; the wheel must carry it (setuptools ``package-data``).
+
+    :raises UserError: the file is missing or not valid TOML, naming it.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    from qvl.errors import UserError
+
+    path = Path(module_file).with_name(name)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise UserError(f"{path}: the task's defaults file is missing (is it in the wheel's package-data?)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
 
 
 def stage_option_overrides(task: Task, stage: str, arguments: list[str]) -> list[str]:

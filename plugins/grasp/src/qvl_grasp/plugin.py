@@ -22,19 +22,7 @@ TASK = qvl.Task(
     config_class=GraspConfig,
     description="Grasp rectangles (cx cy theta w h) from one image, as constrained integers; "
                 "OCID-Grasp / Cornell / Jacquard",
-    defaults={
-        # the loss reads 12 rows of the LM head; freezing the 151,936-row embedding makes a CPU step
-        # about 4x faster on the tiny backbone
-        "backbone": {"finetune": "full", "freeze_embeddings": True},
-        # tuned for the tiny model on the embedded data (see docs/results.md): it learns the object's
-        # orientation suddenly, after 1,500 to 4,500 steps depending on the random stream, and the
-        # cosine schedule must not have decayed by then
-        "train": {"steps": 6000, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50, "log_every": 50,
-                  "weight_decay": 0.01, "save_every": 1000},
-        "task": {"synthetic": {"orientations": 4, "position_jitter": 0.06}, "augment": {"rotation_degrees": 0.0}},
-        "eval": {"batch_size": 16},
-        "predict": {"batch_size": 8},
-    },
+    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data},
 )
 

@@ -24,15 +24,7 @@ TASK = qvl.Task(
     config_class=RewardConfig,
     description="Reward bin of a robot frame from several cameras + task text (LeRobot v3.0 / v2.1), "
                 "last-token pooling + linear head; task.features=cached: a head on cached frozen features",
-    defaults={
-        # the head reads hidden states only: the 151,936-row token embedding needs no update, and
-        # freezing it makes a CPU step several times faster
-        "backbone": {"finetune": "full", "freeze_embeddings": True},
-        "train": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "log_every": 50,
-                  "weight_decay": 0.01, "save_every": 1000},
-        "eval": {"batch_size": 16},
-        "predict": {"batch_size": 16, "split": "val"},
-    },
+    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data},
 )
 

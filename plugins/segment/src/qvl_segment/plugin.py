@@ -23,16 +23,7 @@ TASK = qvl.Task(
     config_class=SegmentConfig,
     description="Temporal action segmentation of robot episodes: a segment-count head, start/end heatmaps "
                 "and schema-constrained JSON from the LM, decoded in one pass",
-    defaults={
-        # the embedding stays fixed under full fine-tuning (its update was most of a CPU step); the
-        # grammar writes <FRAME> where the schema asks for it. Under LoRA its row trains.
-        "backbone": {"finetune": "full", "freeze_embeddings": True, "lora": {"trainable_tokens": ["<FRAME>"]}},
-        "train": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "warmup_steps": 50, "log_every": 50,
-                  "weight_decay": 0.01, "save_every": 500, "eval_every": 500, "eval_samples": 32,
-                  "best_metric": "val/mAP@0.5", "best_mode": "max"},
-        "eval": {"batch_size": 8, "split": "test"},
-        "predict": {"batch_size": 8, "split": "test"},
-    },
+    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data, "prepare": prepare},
 )
 

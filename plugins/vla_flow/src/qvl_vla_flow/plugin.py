@@ -29,14 +29,7 @@ TASK = qvl.Task(
     config_class=VlaFlowConfig,
     description="Flow-matching action expert on frozen Qwen-VL features, trained from Miniworld "
                 "mouse/keyboard recordings (record -> convert -> features -> train)",
-    defaults={
-        "backbone": {"finetune": "frozen"},
-        "train": {"steps": 3000, "batch_size": 32, "lr": 3e-4, "warmup_ratio": 0.05, "log_every": 100,
-                  "weight_decay": 0.01, "save_every": 1000, "eval_every": 500, "eval_samples": 128,
-                  "best_metric": "val/success", "best_mode": "max"},
-        "eval": {"batch_size": 64, "split": "test"},
-        "predict": {"batch_size": 64, "split": "test"},
-    },
+    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"record": record_stage, "convert": convert_stage, "features": features_stage,
             "memory-check": memory_check_stage, "rollout": rollout_stage,
             "serve": serve_stage},

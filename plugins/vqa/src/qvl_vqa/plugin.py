@@ -22,24 +22,7 @@ TASK = qvl.Task(
     config_class=VqaConfig,
     description="Static VQA from robot trajectories (.npz store or LeRobot): which video makes more progress, "
                 "how much progress (0-100), which video matches; answer-only SFT, constrained answers",
-    defaults={
-        # the loss reads the answer positions only; the 151,936-row token embedding needs no update
-        "backbone": {"finetune": "full", "freeze_embeddings": True},
-        # tuned for the tiny model on the embedded store (see docs/results.md): it learns to compare the
-        # two videos after about 2,000 steps and to read progress after about 4,000; four frames a
-        # clip keep a CPU step near 0.15 s
-        "train": {"steps": 6000, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50, "log_every": 50,
-                  "weight_decay": 0.01, "save_every": 500, "eval_every": 500, "eval_samples": 96},
-        # half the rows progress questions: with 30 % the tiny model never learnt to read progress
-        # of whole clips; the question before the videos (the video tokens see the task: lower
-        # validation loss, every metric better); 400 trajectories, 60 held out for test (intervals
-        # narrower than 36's); answers from the model's distribution (mean: least squared error).
-        # See docs/results.md
-        "task": {"max_frames": 4, "num_samples": 12000, "sample_type_ratio": [0.5, 0.5, 0.0],
-                 "question_first": True, "progress_answer": "mean", "synthetic": {"trajectories_per_task": 100}},
-        "eval": {"batch_size": 16, "split": "test"},
-        "predict": {"batch_size": 16, "split": "test"},
-    },
+    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data, "generate": generate, "stats": stats},
 )
 
