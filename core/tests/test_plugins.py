@@ -129,3 +129,13 @@ def test_every_plugins_defaults_file_is_in_its_wheel_configuration():
         assert (root / plugin / "src" / package / "defaults.toml").is_file()
         project = tomllib.loads((root / plugin / "pyproject.toml").read_text())
         assert "defaults.toml" in project["tool"]["setuptools"]["package-data"][package], plugin
+
+
+def test_registers_makes_a_register_tasks_hook_implementation_of_the_given_tasks():
+    first = qvl.Task(name="first", config_class=object)
+    second = qvl.Task(name="second", config_class=object)
+    hook = qvl.registers(first, second)
+    assert hook.__name__ == "register_tasks" and hasattr(hook, "qvl_impl")
+    registered = []
+    hook(registered.append)
+    assert registered == [first, second]

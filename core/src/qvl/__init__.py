@@ -12,7 +12,7 @@ from typing import Any
 
 from qvl.cache import cache_dir
 from qvl.errors import UserError
-from qvl.markers import hookimpl
+from qvl.markers import hookimpl, registers
 from qvl.task import Task, task_defaults
 
 __version__ = "0.1.0"
@@ -27,7 +27,7 @@ PUBLIC_MODULES = frozenset({
 # classes a plugin names often, at the top level too: qvl.Samples, qvl.EvalResult
 PUBLIC_CLASSES = {"Samples": "qvl.samples", "EvalResult": "qvl.report"}
 
-__all__ = ["Task", "UserError", "__version__", "cache_dir", "hookimpl", "task_defaults", *sorted(PUBLIC_CLASSES),
+__all__ = ["Task", "UserError", "__version__", "cache_dir", "hookimpl", "registers", "task_defaults", *sorted(PUBLIC_CLASSES),
            *sorted(PUBLIC_MODULES)]
 
 

@@ -15,21 +15,13 @@ if TYPE_CHECKING:
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK_NAME = "grasp"
-
 TASK = qvl.Task(
-    name=TASK_NAME,
-    config_class=GraspConfig,
+    "grasp", GraspConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     description="Grasp rectangles (cx cy theta w h) from one image, as constrained integers; "
                 "OCID-Grasp / Cornell / Jacquard",
-    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data},
 )
-
-
-@qvl.hookimpl
-def register_tasks(register: Any) -> None:
-    register(TASK)
+register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl

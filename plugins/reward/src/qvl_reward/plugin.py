@@ -18,20 +18,13 @@ if TYPE_CHECKING:
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK_NAME = "reward"
 TASK = qvl.Task(
-    name=TASK_NAME,
-    config_class=RewardConfig,
+    "reward", RewardConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     description="Reward bin of a robot frame from several cameras + task text (LeRobot v3.0 / v2.1), "
                 "last-token pooling + linear head; task.features=cached: a head on cached frozen features",
-    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data},
 )
-
-
-@qvl.hookimpl
-def register_tasks(register: Any) -> None:
-    register(TASK)
+register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl

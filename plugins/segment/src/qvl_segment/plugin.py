@@ -17,20 +17,13 @@ if TYPE_CHECKING:
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK_NAME = "segment"
 TASK = qvl.Task(
-    name=TASK_NAME,
-    config_class=SegmentConfig,
+    "segment", SegmentConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     description="Temporal action segmentation of robot episodes: a segment-count head, start/end heatmaps "
                 "and schema-constrained JSON from the LM, decoded in one pass",
-    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data, "prepare": prepare},
 )
-
-
-@qvl.hookimpl
-def register_tasks(register: Any) -> None:
-    register(TASK)
+register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
@@ -85,7 +78,8 @@ def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
         from qvl_segment.model import answer_vocabulary
 
         digits = config.task.mode == "lm"
-        answers = [answer_text(e.segments, frames_as_digits=digits) for e in split_samples(config, "train").info.episodes]
+        episodes = split_samples(config, "train").info.episodes
+        answers = [answer_text(e.segments, frames_as_digits=digits) for e in episodes]
         if digits:  # any frame number, not only those the training answers hold
             answers += [str(d) for d in range(10)]
         _VOCABULARY[id(config)] = answer_vocabulary(backbone.tokenizer, answers)

@@ -23,13 +23,10 @@ if TYPE_CHECKING:
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK_NAME = "vla_flow"
 TASK = qvl.Task(
-    name=TASK_NAME,
-    config_class=VlaFlowConfig,
+    "vla_flow", VlaFlowConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     description="Flow-matching action expert on frozen Qwen-VL features, trained from Miniworld "
                 "mouse/keyboard recordings (record -> convert -> features -> train)",
-    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"record": record_stage, "convert": convert_stage, "features": features_stage,
             "memory-check": memory_check_stage, "rollout": rollout_stage,
             "serve": serve_stage},
@@ -39,11 +36,7 @@ TASK = qvl.Task(
         "serve": {"--host": "task.serve.host", "--port": "task.serve.port", "--token": "task.serve.token"},
     },
 )
-
-
-@qvl.hookimpl
-def register_tasks(register: Any) -> None:
-    register(TASK)
+register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl

@@ -16,20 +16,13 @@ if TYPE_CHECKING:
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK_NAME = "vqa"
 TASK = qvl.Task(
-    name=TASK_NAME,
-    config_class=VqaConfig,
+    "vqa", VqaConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     description="Static VQA from robot trajectories (.npz store or LeRobot): which video makes more progress, "
                 "how much progress (0-100), which video matches; answer-only SFT, constrained answers",
-    defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
     stages={"make-data": make_data, "generate": generate, "stats": stats},
 )
-
-
-@qvl.hookimpl
-def register_tasks(register: Any) -> None:
-    register(TASK)
+register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
