@@ -15,8 +15,8 @@ $(STAMP): core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e "./core[quantization,tensorboard,test]" $(PLUGINS:%=-e ./%) \
-		-e "./plugins/vla_flow[sim]" "pytest-xdist>=3.5"
+	$(BIN)/python -m pip install --quiet -e "./core[lerobot,quantization,tensorboard,test]" $(PLUGINS:%=-e ./%) \
+		-e "./plugins/vla_flow[sim]" "pytest-xdist>=3.5" "deptry>=0.25"
 	touch $(STAMP)
 
 setup: system-packages $(STAMP)

@@ -49,6 +49,11 @@ def test_plugins_lists_each_plugins_hook_api_and_extensions(run_qvl, legacy_site
     by_name = {p["name"]: p for p in described["plugins"]}
     assert by_name["qvl.colors"]["hook_api"] == 4 and by_name["brightness_api3"]["hook_api"] == 3
     assert by_name["colors_extra4"]["extends"] == ["colors"] and by_name["colors_extra4"]["tasks"] == []
+    # the core's version beside its hook API; each plugin distribution's qvl-core requirement
+    assert described["core_version"] == __import__("qvl").__version__
+    assert by_name["qvl.colors"]["requires_core"] is None  # built in: it is the core
+    if "grasp" in by_name:  # the repository's plugins, installed in this environment
+        assert by_name["grasp"]["requires_core"] == "qvl-core<0.2,>=0.1"
 
 
 def test_a_plugin_needing_a_newer_hook_api_is_refused_with_a_clear_load_error(run_qvl, legacy_site):

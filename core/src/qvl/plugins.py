@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 import time
 import traceback
@@ -314,12 +315,29 @@ def load_plugins() -> PluginHost:
     return PluginHost(pm=pm, plugins=plugins, errors=errors, tasks=tasks, hooks=hooks)
 
 
+def required_core(distribution: str | None) -> str | None:
+    """The ``qvl-core`` requirement a plugin's distribution declares (``"qvl-core<0.2,>=0.1"``), if any."""
+    if distribution is None or distribution == "qvl-core":
+        return None
+    try:
+        requirements = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for line in requirements:
+        match = re.match(r"\s*([A-Za-z0-9._-]+)\s*(?:\[[^\]]*\])?\s*([^;]*)", line)
+        if match and re.sub(r"[-_.]+", "-", match[1]).lower() == "qvl-core":
+            return "qvl-core" + match[2].strip().strip("()").replace(" ", "")
+    return None
+
+
 def describe(host: PluginHost) -> dict[str, Any]:
-    """What ``qvl plugins`` prints."""
+    """What ``qvl plugins`` prints: the core's version and hook API, and for each plugin the hook API
+    it was written for and the qvl-core versions its distribution requires."""
     by_plugin: dict[str, list[str]] = {}
     for task in host.tasks.values():
         by_plugin.setdefault(task.plugin, []).append(task.name)
     return {
+        "core_version": __version__,
         "hook_api_version": hookspec.HOOK_API_VERSION,
         "plugins": [
             {
@@ -328,6 +346,7 @@ def describe(host: PluginHost) -> dict[str, Any]:
                 "version": info.version or __version__,
                 "builtin": info.builtin,
                 "hook_api": info.hook_api,
+                "requires_core": required_core(info.distribution),
                 "hooks": host.hook_names(info.name),
                 "tasks": sorted(by_plugin.get(info.name, [])),
                 "extends": sorted(host.hooks.extensions.get(info.name, set())),
