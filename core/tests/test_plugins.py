@@ -139,3 +139,38 @@ def test_registers_makes_a_register_tasks_hook_implementation_of_the_given_tasks
     registered = []
     hook(registered.append)
     assert registered == [first, second]
+
+
+def test_a_tasks_description_is_its_config_classs_docstring_unless_given():
+    import attrs
+
+    @attrs.define
+    class Documented:
+        """Count the cubes
+        in one image.
+
+        The task's settings."""
+
+        size: int = 1
+
+    @attrs.define
+    class Bare:
+        size: int = 1
+
+    assert qvl.Task("count", Documented).description == "Count the cubes in one image."
+    assert qvl.Task("count", Documented, description="mine").description == "mine"
+    assert qvl.Task("count", Bare).description == ""  # not object's docstring, inherited
+
+
+def test_every_installed_task_says_what_it_does(qvl_host):
+    for name in ("colors", "grasp", "reward", "vqa", "segment", "vla_flow"):
+        description = qvl_host.task(name).description
+        assert 40 < len(description) < 200 and "\n" not in description, (name, description)
+
+
+def test_hook_annotation_types_are_attributes_of_the_package():
+    from qvl.backbone import Backbone
+    from qvl.config import RunConfig
+
+    assert qvl.RunConfig is RunConfig and qvl.Backbone is Backbone
+    assert {"RunConfig", "Backbone", "Samples", "EvalResult"} <= set(dir(qvl))

@@ -8,12 +8,18 @@ each is imported on first use (PEP 562), so ``qvl --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qvl.cache import cache_dir
 from qvl.errors import UserError
 from qvl.markers import hookimpl, registers
 from qvl.task import Task, task_defaults
+
+if TYPE_CHECKING:  # for type checkers; at run time they are imported on first use, below
+    from qvl.backbone import Backbone  # noqa: F401
+    from qvl.config import RunConfig  # noqa: F401
+    from qvl.report import EvalResult  # noqa: F401
+    from qvl.samples import Samples  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -24,8 +30,10 @@ PUBLIC_MODULES = frozenset({
     "task",
     "testing",
 })
-# classes a plugin names often, at the top level too: qvl.Samples, qvl.EvalResult
-PUBLIC_CLASSES = {"Samples": "qvl.samples", "EvalResult": "qvl.report"}
+# classes a plugin names often, at the top level too: its hooks' annotations (``config: qvl.RunConfig``,
+# ``backbone: qvl.Backbone``) and results (qvl.Samples, qvl.EvalResult)
+PUBLIC_CLASSES = {"Samples": "qvl.samples", "EvalResult": "qvl.report", "RunConfig": "qvl.config",
+                  "Backbone": "qvl.backbone"}
 
 __all__ = ["Task", "UserError", "__version__", "cache_dir", "hookimpl", "registers", "task_defaults", *sorted(PUBLIC_CLASSES),
            *sorted(PUBLIC_MODULES)]

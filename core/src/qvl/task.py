@@ -24,6 +24,12 @@ def _check_stage_options(instance: Any, attribute: attrs.Attribute, value: Mappi
                 raise ValueError(f"stage {stage!r}: option {option!r} -> {key!r}: expected '--name' -> 'dotted.key'")
 
 
+def _summary(config_class: type) -> str:
+    # the class's own docstring only: inspect.getdoc would inherit object's
+    doc = config_class.__dict__.get("__doc__") or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 @attrs.frozen
 class Task:
     """A task a plugin adds to qvl, handed to the core through the ``register_tasks`` hook.
@@ -31,7 +37,8 @@ class Task:
     :param name: what users type in ``qvl run NAME STAGE``.
     :param config_class: an attrs class with defaults for every field; the ``[task]`` table of a
         run's TOML is structured into it.
-    :param description: one line for ``qvl tasks``.
+    :param description: one line for ``qvl tasks``; by default the first paragraph of
+        ``config_class``'s docstring (the settings class says what the task does, once).
     :param defaults: nested overrides of the generic run config that suit this task, for example
         ``{"train": {"steps": 200}, "backbone": {"finetune": "full"}}``; a user's file and
         ``--set`` still win over them.
@@ -53,7 +60,7 @@ class Task:
 
     name: str = attrs.field(validator=_check_name)
     config_class: type
-    description: str = ""
+    description: str = attrs.field(default=attrs.Factory(lambda self: _summary(self.config_class), takes_self=True))
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
     stages: Mapping[str, Callable[..., Any]] = attrs.field(factory=dict)
     stage_options: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, validator=_check_stage_options)

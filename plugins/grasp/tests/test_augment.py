@@ -57,6 +57,16 @@ def test_augment_config_rejects_probabilities_outside_0_1():
         AugmentConfig(label_noise_prob=1.5)
 
 
+def test_a_rotation_past_180_degrees_is_refused_naming_the_key(qvl_host):
+    from qvl.config import ConfigError, load_config
+
+    assert load_config(qvl_host.task("grasp"), [], ["task.augment.rotation_degrees=180"]).task.augment.rotation_degrees == 180
+    with pytest.raises(ConfigError) as caught:
+        load_config(qvl_host.task("grasp"), [], ["task.augment.rotation_degrees=200"])
+    assert caught.value.problems == ["--set task.augment.rotation_degrees=200: task.augment.rotation_degrees: "
+                                     "must be <= 180.0: 200.0"]
+
+
 def test_answer_vocabulary_loss_is_cross_entropy_over_the_twelve_answer_tokens(qvl_tiny_backbone):
     import torch
     import torch.nn.functional as F

@@ -37,3 +37,15 @@ def test_the_default_config_writes_the_default_episodes(qvl_host):
     data = SYNTHETIC.data(load_config(qvl_host.task("reward"), [], []))
     assert data.key == dataset_key(SyntheticConfig(), 0)
     assert (data.fingerprint["train_episodes"], data.fingerprint["val_episodes"]) == (192, 16)
+
+
+def test_odd_video_sides_are_refused_when_the_config_is_read(qvl_host):
+    import pytest
+
+    from qvl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(qvl_host.task("reward"), [], ["task.synthetic.width=95"])
+    assert caught.value.problems == ["--set task.synthetic.width=95: task.synthetic.width: must be even (a side "
+                                     "of H.264 video frames), got 95"]
+    assert load_config(qvl_host.task("reward"), [], ["task.synthetic.height=66"]).task.synthetic.height == 66

@@ -169,3 +169,14 @@ def test_the_compiled_sampler_is_one_graph_and_samples_the_same_chunks():
     for length, chunk in expected.items():
         again = policy.sample(features, state, steps=3, generator=torch.Generator().manual_seed(4), length=length)
         assert torch.allclose(again, chunk, atol=1e-5)
+
+
+def test_heads_that_do_not_divide_the_width_are_refused_when_the_config_is_read(qvl_host):
+    from qvl.config import ConfigError, load_config
+
+    task = qvl_host.task("vla_flow")
+    with pytest.raises(ConfigError) as caught:
+        load_config(task, [], ["task.num_heads=3"])
+    assert caught.value.problems == ["--set task.num_heads=3: task.num_heads: must divide hidden_dim (128); got 3"]
+    config = load_config(task, [], ["task.hidden_dim=96", "task.num_heads=8"])
+    assert (config.task.hidden_dim, config.task.num_heads) == (96, 8)

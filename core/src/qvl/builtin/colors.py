@@ -49,19 +49,20 @@ def _known_colors(instance: Any, attribute: attrs.Attribute, value: list[str]) -
 
 @attrs.define
 class ColorsConfig:
+    """Demo: name the colour of a square (image -> one word), prompt-masked SFT"""
+
+    colors: list[str] = attrs.field(factory=lambda: list(PALETTE), validator=_known_colors)
+    question: str = "What colour is the square? Answer with one word."
     image_size: int = attrs.field(default=64, validator=positive)
     train_samples: int = attrs.field(default=512, validator=positive)
     val_samples: int = attrs.field(default=64, validator=positive)
     test_samples: int = attrs.field(default=64, validator=positive)
-    colors: list[str] = attrs.field(factory=lambda: list(PALETTE), validator=_known_colors)
-    question: str = "What colour is the square? Answer with one word."
     max_new_tokens: int = attrs.field(default=4, validator=positive)
 
 
 TASK = Task(
     name=TASK_NAME,
     config_class=ColorsConfig,
-    description="Demo: name the colour of a square (image -> one word), prompt-masked SFT",
     defaults={
         "backbone": {"finetune": "full"},
         "train": {"steps": 200, "batch_size": 8, "lr": 3e-3, "warmup_steps": 10, "log_every": 5,

@@ -17,6 +17,13 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
 
 
+def even(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    """A side of H.264 (yuv420p) video frames, which must be even: said when the config is read, not by
+    the encoder once the first video is being written."""
+    if value % 2:
+        raise ValueError(f"'{attribute.name}' must be even (a side of H.264 video frames), got {value!r}")
+
+
 def model_image_size(instance: Any, attribute: attrs.Attribute, value: list[int]) -> None:
     """``[width, height]`` the model sees: multiples of 32 (Qwen-VL's 2x2-merged patches of 14 or 16
     pixels come out whole after qwen-vl-utils rounds), at least 32."""

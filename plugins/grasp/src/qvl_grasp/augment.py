@@ -19,7 +19,8 @@ from qvl_grasp.quantizer import FIELD_MAX
 @attrs.define
 class AugmentConfig:
     enabled: bool = True
-    rotation_degrees: float = attrs.field(default=15.0, validator=non_negative)
+    # uniform in [-rotation_degrees, rotation_degrees]; past 180 the same angles come again
+    rotation_degrees: float = attrs.field(default=15.0, validator=[non_negative, attrs.validators.le(180.0)])
     brightness: float = attrs.field(default=0.3, validator=fraction)
     contrast: float = attrs.field(default=0.3, validator=fraction)
     saturation: float = attrs.field(default=0.3, validator=fraction)

@@ -33,11 +33,6 @@ def _object_count(instance: Any, attribute: attrs.Attribute, value: list[int]) -
 class SyntheticConfig:
     """The embedded default data set (``qvl run grasp make-data``)."""
 
-    width: int = attrs.field(default=640, validator=positive)
-    height: int = attrs.field(default=480, validator=positive)
-    train: int = attrs.field(default=800, validator=positive)
-    val: int = attrs.field(default=100, validator=positive)
-    test: int = attrs.field(default=100, validator=positive)
     # multi: several objects, the instruction names one (mugs, pans, T- and L-shapes among them, grasped
     # at a part); single: one object across its principal axis. Single stays the default until the
     # embedded tiny model learns multi on 2 CPU cores: 6,000 steps reach 0.00 success there (docs/results.md)
@@ -45,6 +40,11 @@ class SyntheticConfig:
     objects: list[int] = attrs.field(factory=lambda: [2, 5], validator=_object_count)  # multi: per scene
     position_jitter: float = attrs.field(default=0.12, validator=fraction)  # single only
     orientations: int = attrs.field(default=0, validator=non_negative)
+    width: int = attrs.field(default=640, validator=positive)
+    height: int = attrs.field(default=480, validator=positive)
+    train: int = attrs.field(default=800, validator=positive)
+    val: int = attrs.field(default=100, validator=positive)
+    test: int = attrs.field(default=100, validator=positive)
 
 
 @attrs.define
@@ -58,6 +58,12 @@ class EnsembleConfig:
 
 @attrs.define
 class GraspConfig:
+    """Grasp rectangles (cx cy theta w h) from one image, as constrained integers; OCID-Grasp / Cornell /
+    Jacquard
+
+    The task's settings: the ``[task]`` table of a run's TOML.
+    """
+
     data_format: Literal["ocid", "cornell", "jacquard"] = "ocid"
     data_dir: str = ""  # empty: the embedded synthetic OCID-format data, rendered on first use
     split_files: dict[str, str] = attrs.field(

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import qvl
 from qvl_grasp.config import GraspConfig
 from qvl_grasp.data import data_root, make_data
 
-if TYPE_CHECKING:
-    from qvl.backbone import Backbone
-    from qvl.config import RunConfig
-
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK = qvl.Task(
-    "grasp", GraspConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
-    description="Grasp rectangles (cx cy theta w h) from one image, as constrained integers; "
-                "OCID-Grasp / Cornell / Jacquard",
-    stages={"make-data": make_data},
-)
+# the description is the config class's docstring; defaults.toml lies beside this module
+TASK = qvl.Task("grasp", GraspConfig, defaults=qvl.task_defaults(__file__), stages={"make-data": make_data})
 register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
+def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> Any:
     from qvl_grasp.readers import read_split
 
     if split == "predict":
@@ -46,7 +38,7 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> Any:
 
 
 @qvl.hookimpl
-def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
+def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     from qvl_grasp.collate import EnsembleCollator, TrainCollator
 
     if stage == "train":
@@ -56,7 +48,7 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 
 @qvl.hookimpl
-def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
+def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
     if config.task.loss_vocabulary == "full":
         from qvl import chat
 
@@ -67,14 +59,14 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str,
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> list[dict] | None:
+def decode(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch: dict[str, Any]) -> list[dict] | None:
     from qvl_grasp.collate import decode_batch
 
     return decode_batch(config.task, backbone, batch)
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
+def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> qvl.EvalResult | None:
     from qvl_grasp.report import evaluate_predictions
 
@@ -82,7 +74,7 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
 
 
 @qvl.hookimpl
-def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any,
+def report_predictions(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], dataset: Any,
                        out_dir: Path) -> dict[str, Any] | None:
     from qvl_grasp.report import write_grasps
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from qvl.config import fraction, model_image_size, positive
+from qvl.config import even, fraction, model_image_size, positive
 
 DEFAULT_CAMERAS = ["observation.images.cam_high", "observation.images.cam_left_wrist",
                    "observation.images.cam_right_wrist"]
@@ -24,8 +24,9 @@ class SyntheticConfig:
     # 384 held-out frames; 8 episodes were a noisy measure (the frames of one episode are alike)
     val_episodes: int = attrs.field(default=16, validator=positive)
     frames: int = attrs.field(default=24, validator=positive)
-    width: int = attrs.field(default=96, validator=positive)
-    height: int = attrs.field(default=64, validator=positive)
+    # the cameras are H.264 (yuv420p) videos: even sides
+    width: int = attrs.field(default=96, validator=[positive, even])
+    height: int = attrs.field(default=64, validator=[positive, even])
 
 
 @attrs.define
@@ -48,6 +49,12 @@ class CachedFeaturesConfig:
 
 @attrs.define
 class RewardConfig:
+    """Reward bin of a robot frame from several cameras + task text (LeRobot v3.0 / v2.1), last-token
+    pooling + linear head; task.features=cached: a head on cached frozen features
+
+    The task's settings: the ``[task]`` table of a run's TOML.
+    """
+
     data_dir: str = ""  # empty: the embedded synthetic LeRobot v3.0 dataset, written on first use
     camera_keys: list[str] = attrs.field(factory=lambda: list(DEFAULT_CAMERAS))
     task_template: str = "Task: {task}"

@@ -12,29 +12,23 @@ from qvl_reward.config import RewardConfig
 from qvl_reward.data import class_weights, make_data, num_classes, open_source, split_frames
 
 if TYPE_CHECKING:
-    from qvl.backbone import Backbone
-    from qvl.config import RunConfig
     from qvl_reward.frames import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK = qvl.Task(
-    "reward", RewardConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
-    description="Reward bin of a robot frame from several cameras + task text (LeRobot v3.0 / v2.1), "
-                "last-token pooling + linear head; task.features=cached: a head on cached frozen features",
-    stages={"make-data": make_data},
-)
+# the description is the config class's docstring; defaults.toml lies beside this module
+TASK = qvl.Task("reward", RewardConfig, defaults=qvl.task_defaults(__file__), stages={"make-data": make_data})
 register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
-def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
+def uses_backbone(task: qvl.Task, config: qvl.RunConfig, stage: str) -> bool | None:
     # cached mode: every stage's samples carry their features (built by the plugin's own extractor)
     return False if cached.enabled(config) else None
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     from qvl_reward.frames import SplitInfo
 
     frames = _frames(config, split)
@@ -49,7 +43,7 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[
     return qvl.Samples(frames, info)
 
 
-def _frames(config: RunConfig, split: str) -> Any:
+def _frames(config: qvl.RunConfig, split: str) -> Any:
     if split != "predict":
         return split_frames(config, split)
     root = Path(config.predict.input).expanduser() if config.predict.input else None
@@ -64,7 +58,7 @@ def _frames(config: RunConfig, split: str) -> Any:
 
 
 @qvl.hookimpl
-def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
+def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     if cached.enabled(config):
         return cached.CachedCollator(with_labels=stage == "train")
     from qvl_reward.collate import RewardCollator
@@ -73,7 +67,7 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 
 @qvl.hookimpl
-def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
+def build_head(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone) -> Any:
     if cached.enabled(config):
         return cached.build_head(config, num_classes(config))
     from qvl_reward.head import RewardHead
@@ -82,7 +76,7 @@ def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
 
 
 @qvl.hookimpl
-def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any]) -> Any:
+def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, head: Any, batch: dict[str, Any]) -> Any:
     import torch
     import torch.nn.functional as F
 
@@ -98,7 +92,7 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any]) -> list[dict] | None:
+def decode(task: qvl.Task, backbone: qvl.Backbone, head: Any, batch: dict[str, Any]) -> list[dict] | None:
     from qvl_reward.head import logits_of
 
     probabilities = logits_of(backbone, head, batch).softmax(dim=-1)
@@ -108,7 +102,7 @@ def decode(task: qvl.Task, backbone: Backbone, head: Any, batch: dict[str, Any])
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], out_dir: Path,
              info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_reward.report import evaluate_predictions
 
@@ -117,7 +111,7 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir
 
 
 @qvl.hookimpl
-def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+def report_predictions(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], out_dir: Path,
                        info: SplitInfo) -> dict[str, Any] | None:
     from qvl_reward.report import write_reward_curves
 

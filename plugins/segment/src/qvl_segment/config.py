@@ -26,6 +26,12 @@ def _at_least_two(instance: Any, attribute: attrs.Attribute, value: int) -> None
 
 @attrs.define
 class SegmentConfig:
+    """Temporal action segmentation of robot episodes: a segment-count head, start/end heatmaps and
+    schema-constrained JSON from the LM, decoded in one pass
+
+    The task's settings: the ``[task]`` table of a run's TOML.
+    """
+
     # a folder holding the episodes file (episodes.jsonl, frames or videos beside it); empty: the
     # synthetic data set in qvl's cache, written on first use
     data_dir: str = ""

@@ -12,29 +12,23 @@ from qvl_segment.data import SplitInfo, make_data, predict_samples, prepare, spl
 if TYPE_CHECKING:
     import torch
 
-    from qvl.backbone import Backbone
-    from qvl.config import RunConfig
-
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK = qvl.Task(
-    "segment", SegmentConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
-    description="Temporal action segmentation of robot episodes: a segment-count head, start/end heatmaps "
-                "and schema-constrained JSON from the LM, decoded in one pass",
-    stages={"make-data": make_data, "prepare": prepare},
-)
+# the description is the config class's docstring; defaults.toml lies beside this module
+TASK = qvl.Task("segment", SegmentConfig, defaults=qvl.task_defaults(__file__),
+                stages={"make-data": make_data, "prepare": prepare})
 register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
-def prepare_backbone(task: qvl.Task, config: RunConfig, model: Any, processor: Any) -> None:
+def prepare_backbone(task: qvl.Task, config: qvl.RunConfig, model: Any, processor: Any) -> None:
     from qvl_segment.tokens import add_frame_token
 
     add_frame_token(model, processor)
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     if split == "predict":
         if config.predict.input:
             return predict_samples(config, Path(config.predict.input).expanduser())
@@ -43,14 +37,14 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[
 
 
 @qvl.hookimpl
-def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
+def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     from qvl_segment.collate import SegmentCollator
 
     return SegmentCollator(config, backbone.processor, stage)
 
 
 @qvl.hookimpl
-def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
+def build_head(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone) -> Any:
     if config.task.mode == "lm":
         return None
     from qvl_segment.heads import SegmentHeads
@@ -60,7 +54,7 @@ def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone) -> Any:
 
 
 @qvl.hookimpl
-def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: torch.nn.Module | None,
+def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, head: torch.nn.Module | None,
          batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any] | None:
     from qvl_segment.model import training_loss
 
@@ -71,7 +65,7 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, head: torch.nn.M
 _VOCABULARY: dict[int, list[int]] = {}
 
 
-def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
+def _vocabulary(config: qvl.RunConfig, backbone: qvl.Backbone) -> list[int]:
     """The tokens of every training answer (computed once per run)."""
     if id(config) not in _VOCABULARY:
         from qvl_segment.answers import answer_text
@@ -87,7 +81,7 @@ def _vocabulary(config: RunConfig, backbone: Backbone) -> list[int]:
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, batch: dict[str, Any]
+def decode(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, head: Any, batch: dict[str, Any]
            ) -> list[dict] | None:
     from qvl_segment.inference import decode_batch
 
@@ -97,7 +91,7 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, head: Any, bat
 _SKILLS: dict[int, list[str]] = {}
 
 
-def _skills(config: RunConfig) -> list[str]:
+def _skills(config: qvl.RunConfig) -> list[str]:
     """The skill names the answers may use: those of the training episodes (read once per run)."""
     if id(config) not in _SKILLS:
         _SKILLS[id(config)] = split_samples(config, "train").info.skills
@@ -105,7 +99,7 @@ def _skills(config: RunConfig) -> list[str]:
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], out_dir: Path,
              info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_segment.report import evaluate_predictions
 
@@ -118,7 +112,7 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir
 
 
 @qvl.hookimpl
-def report_predictions(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+def report_predictions(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], out_dir: Path,
                        info: SplitInfo) -> dict[str, Any] | None:
     from qvl_segment.plots import draw_timelines
 

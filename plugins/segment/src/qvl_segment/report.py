@@ -19,14 +19,8 @@ from qvl.report import EvalResult, majority_class
 from qvl_segment.answers import final_schema
 from qvl_segment.baselines import frame_difference_segments, most_frequent_count, uniform_split
 from qvl_segment.episodes import Episode, load_frames, sample_frame_numbers
-from qvl_segment.metrics import (
-    boundary_mae,
-    count_accuracy,
-    detection_metrics,
-    frame_labels,
-    match_segments,
-    segmentation_metrics,
-)
+from qvl_segment.metrics import (boundary_mae, count_accuracy, detection_metrics, frame_labels, match_segments,
+                                  segmentation_metrics)
 
 UNKNOWN_SKILL = "unknown"  # a segment the heads placed but no text named (mode "heatmap")
 SHOWN = ("mAP@0.3", "mAP@0.5", "mAP@0.7", "mAP", "recall@1x@0.5", "mean_tiou", "boundary_mae", "k_accuracy",

@@ -14,6 +14,12 @@ from qvl.config import fraction, model_image_size, non_negative, positive
 from qvl_vla_flow.actions import DEFAULT_KEYS, ActionSpace
 
 
+def _divides_hidden_dim(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    # said when the config is read, not when attention is built at the start of training
+    if value > 0 and instance.hidden_dim % value:
+        raise ValueError(f"'{attribute.name}' must divide hidden_dim ({instance.hidden_dim}); got {value}")
+
+
 def _keys(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
     ActionSpace(tuple(value))  # raises with the unknown names
 
@@ -90,6 +96,12 @@ class ServeSettings:
 
 @attrs.define
 class VlaFlowConfig:
+    """Flow-matching action expert on frozen Qwen-VL features, trained from Miniworld mouse/keyboard
+    recordings (record -> convert -> features -> train)
+
+    The task's settings: the ``[task]`` table of a run's TOML.
+    """
+
     # folder of recorded episodes (video.mp4, events.jsonl, frame_ts.bin, meta.json each); empty:
     # the recordings that `qvl run vla_flow record` writes into qvl's cache
     recordings_dir: str = ""
@@ -124,7 +136,7 @@ class VlaFlowConfig:
     chunk_size: int = attrs.field(default=50, validator=positive)
     num_layers: int = attrs.field(default=4, validator=positive)  # cross + self attention pairs
     hidden_dim: int = attrs.field(default=128, validator=positive)
-    num_heads: int = attrs.field(default=4, validator=positive)
+    num_heads: int = attrs.field(default=4, validator=[positive, _divides_hidden_dim])
     mlp_ratio: float = attrs.field(default=4.0, validator=positive)
     dropout: float = attrs.field(default=0.0, validator=fraction)
     # flow matching: t ~ Beta(alpha, beta) (SmolVLA's 1.5, 1.0), x_t = t*noise + (1-t)*actions

@@ -16,17 +16,12 @@ from qvl_vla_flow.rollout import rollout_stage
 
 if TYPE_CHECKING:
     import torch
-
-    from qvl.backbone import Backbone
-    from qvl.config import RunConfig
     from qvl_vla_flow.samples import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
 TASK = qvl.Task(
-    "vla_flow", VlaFlowConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
-    description="Flow-matching action expert on frozen Qwen-VL features, trained from Miniworld "
-                "mouse/keyboard recordings (record -> convert -> features -> train)",
+    "vla_flow", VlaFlowConfig, defaults=qvl.task_defaults(__file__),  # description: VlaFlowConfig's docstring
     stages={"record": record_stage, "convert": convert_stage, "features": features_stage,
             "memory-check": memory_check_stage, "rollout": rollout_stage,
             "serve": serve_stage},
@@ -40,19 +35,19 @@ register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
-def uses_backbone(task: qvl.Task, config: RunConfig, stage: str) -> bool | None:
+def uses_backbone(task: qvl.Task, config: qvl.RunConfig, stage: str) -> bool | None:
     return False  # every stage reads cached features; the feature stage loads the backbone itself
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     if split == "predict":
         split = config.predict.split
     return split_samples(config, split)
 
 
 @qvl.hookimpl
-def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone | None, stage: str) -> Any:
+def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone | None, stage: str) -> Any:
     from functools import partial
 
     from qvl_vla_flow.samples import collate
@@ -61,20 +56,20 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
 
 
 @qvl.hookimpl
-def build_head(task: qvl.Task, config: RunConfig, backbone: Backbone | None) -> Any:
+def build_head(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone | None) -> Any:
     from qvl_vla_flow.model import build_policy
 
     return build_policy(config)
 
 
 @qvl.hookimpl
-def loss(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
+def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone | None, head: torch.nn.Module,
          batch: dict[str, Any]) -> dict[str, Any] | None:
     return {"loss": head.loss(batch["features"], batch.get("state"), batch["actions"], batch["valid"])}
 
 
 @qvl.hookimpl
-def param_groups(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
+def param_groups(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone | None,
                  head: torch.nn.Module) -> list[dict[str, Any]] | None:
     from qvl_vla_flow.model import optimizer_groups
 
@@ -82,7 +77,7 @@ def param_groups(task: qvl.Task, config: RunConfig, backbone: Backbone | None,
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: torch.nn.Module,
+def decode(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone | None, head: torch.nn.Module,
            batch: dict[str, Any]) -> list[dict] | None:
     from qvl_vla_flow.model import decode_batch
 
@@ -90,7 +85,7 @@ def decode(task: qvl.Task, config: RunConfig, backbone: Backbone | None, head: t
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset: Any, out_dir: Path,
+def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], dataset: Any, out_dir: Path,
              info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_vla_flow.report import evaluate_predictions
 
@@ -98,7 +93,7 @@ def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], dataset
 
 
 @qvl.hookimpl(wrapper=True)
-def validate(task: qvl.Task, config: RunConfig, head: torch.nn.Module | None, accelerator: Any,
+def validate(task: qvl.Task, config: qvl.RunConfig, head: torch.nn.Module | None, accelerator: Any,
              out_dir: Path) -> Any:
     """The core's validation (val/mse, ...) plus, with ``task.rollout.validate_episodes``, a short
     Miniworld rollout: ``val/success`` can then pick the best checkpoint."""

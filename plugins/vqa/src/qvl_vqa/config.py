@@ -91,6 +91,12 @@ class AugmentConfig:
 
 @attrs.define
 class VqaConfig:
+    """Static VQA from robot trajectories (.npz store or LeRobot): which video makes more progress, how
+    much progress (0-100), which video matches; answer-only SFT, constrained answers
+
+    The task's settings: the ``[task]`` table of a run's TOML.
+    """
+
     # the trajectory store: a folder with trajectories.jsonl (or a Hugging Face datasets table) and
     # .npz frame files, or a LeRobot v3.0 / v2.1 data set; empty: the synthetic store, made on first use
     data_dir: str = ""

@@ -10,23 +10,18 @@ from qvl_vqa.config import VqaConfig
 from qvl_vqa.data import existing_dataset, generate, generated_dataset, make_data, stats
 
 if TYPE_CHECKING:
-    from qvl.backbone import Backbone
-    from qvl.config import RunConfig
     from qvl_vqa.samples import SplitInfo
 
 # hook API 4: the core calls these hooks for this plugin's own task only
 QVL_HOOK_API = 4
-TASK = qvl.Task(
-    "vqa", VqaConfig, defaults=qvl.task_defaults(__file__),  # defaults.toml beside this module
-    description="Static VQA from robot trajectories (.npz store or LeRobot): which video makes more progress, "
-                "how much progress (0-100), which video matches; answer-only SFT, constrained answers",
-    stages={"make-data": make_data, "generate": generate, "stats": stats},
-)
+# the description is the config class's docstring; defaults.toml lies beside this module
+TASK = qvl.Task("vqa", VqaConfig, defaults=qvl.task_defaults(__file__),
+                stages={"make-data": make_data, "generate": generate, "stats": stats})
 register_tasks = qvl.registers(TASK)
 
 
 @qvl.hookimpl
-def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[SplitInfo]:
+def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samples[SplitInfo]:
     from qvl_vqa.samples import VqaSamples
 
     if split == "predict":
@@ -41,7 +36,7 @@ def build_dataset(task: qvl.Task, config: RunConfig, split: str) -> qvl.Samples[
 
 
 @qvl.hookimpl
-def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage: str) -> Any:
+def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     from qvl_vqa.collate import PromptCollator, TrainCollator
 
     if stage == "train":
@@ -50,7 +45,7 @@ def build_collator(task: qvl.Task, config: RunConfig, backbone: Backbone, stage:
 
 
 @qvl.hookimpl
-def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
+def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
     from qvl import chat
 
     if config.task.loss_vocabulary == "full":
@@ -61,14 +56,14 @@ def loss(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str,
 
 
 @qvl.hookimpl
-def decode(task: qvl.Task, config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> list[dict] | None:
+def decode(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch: dict[str, Any]) -> list[dict] | None:
     from qvl_vqa.answers import decode_batch
 
     return decode_batch(backbone, batch, config.task.progress_answer)
 
 
 @qvl.hookimpl
-def evaluate(task: qvl.Task, config: RunConfig, predictions: list[dict], out_dir: Path,
+def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], out_dir: Path,
              info: SplitInfo) -> qvl.EvalResult | None:
     from qvl_vqa.report import evaluate_predictions
 
