@@ -365,3 +365,15 @@ def test_import_qvl_and_qvl_lerobot_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.stdout.strip() == "[]"
+
+
+def test_without_the_lerobot_extra_importing_qvl_lerobot_says_what_to_install(tmp_path):
+    # pyarrow hidden as if qvl-core were installed without [lerobot]
+    code = ("import sys; sys.modules['pyarrow'] = None\n"
+            "from qvl.errors import UserError\n"
+            "try:\n    import qvl.lerobot\nexcept ImportError as exc:\n"
+            "    print(isinstance(exc, UserError), exc.name, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ("True pyarrow qvl.lerobot needs pyarrow, which qvl-core installs with its [lerobot] extra: "
+                   "pip install 'qvl-core[lerobot]' (a plugin that uses qvl.lerobot lists 'qvl-core[lerobot]' "
+                   "among its dependencies)")

@@ -22,6 +22,17 @@ class UserError(Exception):
     expected; plugins raise it (or a subclass) instead of ``ValueError``."""
 
 
+class MissingExtraError(UserError, ModuleNotFoundError):
+    """A part of qvl-core needs a package that only one of its extras installs: the message says which
+    ``pip install 'qvl-core[EXTRA]'`` brings it. An ``ImportError`` too, for code that tries a fallback."""
+
+    def __init__(self, part: str, extra: str, package: str) -> None:
+        super().__init__(f"{part} needs {package}, which qvl-core installs with its [{extra}] extra: "
+                         f"pip install 'qvl-core[{extra}]' (a plugin that uses {part} lists "
+                         f"'qvl-core[{extra}]' among its dependencies)")
+        self.name = package
+
+
 def unreadable_file(path: str | Path, what: str, exc: BaseException) -> UserError:
     """A :class:`UserError` for a file that exists but cannot be decoded (image, video, table)."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

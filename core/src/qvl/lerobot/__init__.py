@@ -12,8 +12,10 @@ Plugins that train on robot trajectories (reward, vqa) share this one reader and
   one file of a data set that way, and :func:`parse_range` reads a split's ``"start:end"``.
 
 pyarrow and PyAV are imported only when a file is read or written, so importing this package is cheap.
+pyarrow comes with qvl-core's ``[lerobot]`` extra; without it, importing this package says so.
 """
 
+import qvl.lerobot.extra  # noqa: F401  (first: without pyarrow, says which extra installs it)
 from qvl.lerobot.append import append_episodes
 from qvl.lerobot.layout import (LeRobotFormatError, parse_range, read_json, read_jsonl, read_parquet,
                                 write_tasks_parquet)
