@@ -14,6 +14,10 @@ torch and torchvision come from ``--torch-base``, a virtual environment that hol
 a ``.pth`` file: qvl-core requires both, so every user's environment has them, and installing their
 5 GB of CUDA libraries five more times would cost CI minutes for nothing the check looks at.
 Exits 1 naming each plugin that failed and where its log is.
+
+``--floors`` installs every requirement of the two distributions at its lowest allowed version (a
+pip constraints file of ``name==floor``), to show that the floors they declare are true; it is
+slower (older wheels to fetch) and not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -92,7 +96,30 @@ def test_counts(pytest_output: str) -> dict[str, int]:
     return {word: int(number) for number, word in re.findall(r"(\d+) (\w+)", lines[-1])} if lines else {}
 
 
-def check_plugin(plugin: str, core_wheel: Path, work: Path, python: str, torch_site: str) -> dict[str, float]:
+def floor_constraints(*projects: dict) -> list[str]:
+    """``name==X`` for each ``name>=X`` that the projects require (extras included); torch and
+    torchvision come from the base environment, qvl-core from its wheel."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for project in projects:
+        requirements = list(project["project"].get("dependencies", []))
+        for extra in project["project"].get("optional-dependencies", {}).values():
+            requirements += extra
+        for text in requirements:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate():
+                continue
+            if requirement.name in ("torch", "torchvision", "qvl-core"):
+                continue
+            for spec in requirement.specifier:
+                if spec.operator == ">=":
+                    pins[requirement.name] = f"{requirement.name}=={spec.version}"
+    return sorted(pins.values())
+
+
+def check_plugin(plugin: str, core_wheel: Path, work: Path, python: str, torch_site: str,
+                 floors: bool = False) -> dict[str, float]:
     log = work / f"{plugin}.log"
     log.write_text("")
     timings: dict[str, float] = {}
@@ -105,8 +132,13 @@ def check_plugin(plugin: str, core_wheel: Path, work: Path, python: str, torch_s
     env_python = env / "bin" / "python"
     Path(site_packages(env_python), "qvl_torch_base.pth").write_text(torch_site + "\n")
     extras = ",".join(sorted(project["project"].get("optional-dependencies", {})))
-    run([str(env_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(core_wheel),
-         f"{wheel}[{extras}]" if extras else str(wheel), "pytest-xdist>=3.5"], log)
+    constraints = []
+    if floors:
+        pins = floor_constraints(tomllib.loads((ROOT / "core" / "pyproject.toml").read_text()), project)
+        (work / f"floors-{plugin}.txt").write_text("\n".join(pins) + "\n")
+        constraints = ["-c", str(work / f"floors-{plugin}.txt")]
+    run([str(env_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *constraints,
+         str(core_wheel), f"{wheel}[{extras}]" if extras else str(wheel), "pytest-xdist>=3.5"], log)
     timings["install"] = time.perf_counter() - start
 
     # only the core and this plugin, both from their wheels, not from this checkout
@@ -160,6 +192,8 @@ def main() -> int:
     parser.add_argument("--torch-base", required=True, type=Path,
                         help="a virtual environment holding only torch and torchvision")
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the new environments")
+    parser.add_argument("--floors", action="store_true",
+                        help="install every requirement at its declared floor (name>=X -> name==X)")
     parser.add_argument("--work", type=Path, default=ROOT / ".isolated", help="environments, wheels and logs")
     args = parser.parse_args()
     unknown = sorted(set(args.plugins) - set(PLUGINS))
@@ -174,7 +208,7 @@ def main() -> int:
     for plugin in args.plugins or PLUGINS:
         print(f"isolated check: qvl-core + {plugin} ...", flush=True)
         try:
-            timings = check_plugin(plugin, core_wheel, work, args.python, torch_site)
+            timings = check_plugin(plugin, core_wheel, work, args.python, torch_site, args.floors)
         except CheckFailed as exc:
             failed.append(plugin)
             print(f"  FAILED ({work / f'{plugin}.log'}): {exc}", flush=True)

@@ -121,3 +121,26 @@ def test_a_frozen_backbone_stays_outside_the_module_ddp_wraps(host_with_site, tm
     run_stage(host_with_site, "colors", "train", overrides=[*qvl_quick_run, "task.train_samples=8"],
               run_dir=tmp_path / "full")
     assert wrapped[1][0] is not None  # a trained backbone is part of the module
+
+
+@pytest.mark.slow
+def test_export_of_a_head_task_loads_back_with_its_trained_head(host_with_site, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from qvl.export import export_run, load_exported
+    from qvl.runner.rundir import RunDir
+    from qvl.runner.stages import run_stage
+
+    run = tmp_path / "run"
+    run_stage(host_with_site, "brightness", "train", run_dir=run,
+              overrides=["train.steps=2", "train.batch_size=2", "task.samples=8", "train.eval_every=0"])
+    out = export_run(host_with_site, run, tmp_path / "exported")
+    assert {"config.json", "model.safetensors", "head.safetensors", "head.json", "qvl_config.toml"} <= {
+        p.name for p in out.iterdir()}
+    assert json.loads((out / "head.json").read_text())["task"] == "brightness"
+    backbone, head = load_exported(out, host=host_with_site)
+    trained = load_file(str(RunDir(run).checkpoint() / "head.safetensors"))
+    assert trained and all(torch.equal(head.state_dict()[name], value) for name, value in trained.items())
+    assert not head.training and not any(p.requires_grad for p in backbone.model.parameters())
+    assert "load_exported" in (out / "README.md").read_text() and "frozen backbone" in (out / "README.md").read_text()

@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 # the modules a plugin may use; everything else under qvl is the core's own
 PUBLIC_MODULES = frozenset({
-    "answer_probabilities", "backbone", "build", "chat", "config", "data", "decoding", "errors",
+    "answer_probabilities", "backbone", "build", "chat", "config", "data", "decoding", "errors", "export",
     "features", "hookspec", "jsonl", "lerobot", "prepared", "recipes", "report", "samples", "scoring", "shards",
     "task",
     "testing",

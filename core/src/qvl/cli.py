@@ -45,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", metavar="WHICH",
                      help="eval/predict: best, last or step-N (default: best when the run kept one, else last)")
 
+    export = commands.add_parser(
+        "export", help="write a trained run as a Hugging Face model folder (transformers/peft load it without qvl)")
+    export.add_argument("--run-dir", required=True, help="the run folder 'qvl run TASK train' made")
+    export.add_argument("--out", required=True, help="the folder to write (new, empty, or an earlier export)")
+    export.add_argument("--checkpoint", metavar="WHICH", help="best, last or step-N (default: best, else last)")
+    export.add_argument("--adapter", action="store_true",
+                        help="keep LoRA as a PEFT adapter instead of merging it into the weights")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting over the run's own, e.g. backbone.dtype=bfloat16 (repeatable)")
+
     config = commands.add_parser("config", help="print the effective config of a task as TOML")
     config.add_argument("task")
     _config_arguments(config)
@@ -97,6 +107,13 @@ def _command(args: argparse.Namespace) -> int:
 
         host = _host()
         print(to_toml(load_config(host.task(args.task), args.config, args.overrides)), end="")
+        return 0
+    if args.command == "export":
+        from qvl.export import export_run
+
+        out = export_run(_host(), args.run_dir, args.out, checkpoint=args.checkpoint, adapter=args.adapter,
+                         overrides=args.overrides)
+        print(f"wrote {out} (AutoModelForImageTextToText.from_pretrained({str(out)!r}); model card: README.md)")
         return 0
     if args.command == "new-plugin":
         from qvl.scaffold import new_plugin

@@ -1,0 +1,246 @@
+"""``qvl export``: a trained run as a standalone Hugging Face model folder.
+
+The backbone comes out as plain transformers weights (a LoRA adapter merged with peft's
+``merge_and_unload``, or kept as a PEFT adapter with ``adapter=True``) with its processor, chat
+template and generation config, so that ``AutoModelForImageTextToText.from_pretrained(DIR)`` and
+``AutoProcessor.from_pretrained(DIR)`` answer as ``qvl run TASK predict`` does, without qvl. A task
+that trains a head (reward, segment, vla_flow) gets it beside the model as ``head.safetensors`` with
+the run's settings in ``qvl_config.toml``; :func:`load_exported` rebuilds the model and the head (the
+head's module comes from the task's plugin, which must be installed). ``README.md`` is a model card:
+the task, the base model, the data, the run's evaluation and how to load it.
+
+The folder is written beside its destination and renamed into place (:func:`qvl.build.build_directory`):
+an existing non-empty folder that qvl did not write is refused, an earlier export replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from qvl.errors import UserError
+
+CONFIG_NAME = "qvl_config.toml"
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_INFO = "head.json"
+BASE_MODEL = "base_model"  # with adapter=True, the base when it is not a hub id or a folder of its own
+
+
+def export_run(host: Any, run_dir: str | Path, out: str | Path, *, checkpoint: str | None = None,
+               adapter: bool = False, overrides: Iterable[str] = ()) -> Path:
+    """Write the run in ``run_dir`` (its ``checkpoint``: best, last or step-N; default best, else
+    last) into ``out`` as a Hugging Face model folder; returns ``out``.
+
+    :param adapter: keep a LoRA backbone as a PEFT adapter instead of merging it (the base model is
+        written into ``base_model/`` when it is built locally, ``embedded:...`` or ``preset:...``).
+    :param overrides: ``--set`` settings on top of the run's own (``backbone.dtype=bfloat16``).
+    :raises UserError: not a run folder, no complete checkpoint, ``adapter`` without LoRA, or
+        ``out`` is a non-empty folder that qvl did not write.
+    """
+    from qvl.build import build_directory
+    from qvl.config import load_config
+    from qvl.runner.rundir import RunDir
+
+    run = RunDir(Path(run_dir))
+    if not run.config_path.is_file():
+        raise UserError(f"{run.path}: not a qvl run folder (no config.toml); pass the folder 'qvl run TASK train' made")
+    task_name = run.task_name()
+    task = host.task(task_name)
+    config = load_config(task, [], list(overrides), base=run.saved_config())
+    chosen = run.checkpoint(checkpoint)
+    if chosen is None:
+        raise UserError(f"{run.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
+    if adapter and config.backbone.finetune not in ("lora", "qlora"):
+        raise UserError(f"--adapter: {run.path} fine-tuned its backbone {config.backbone.finetune!r}, so it has no "
+                        "LoRA adapter to keep; export without --adapter")
+    step = json.loads((chosen / "trainer_state.json").read_text()).get("step")
+    fingerprint = {"run": str(run.path.resolve()), "checkpoint": chosen.name, "step": step, "adapter": adapter,
+                   "overrides": list(overrides)}
+    return build_directory(
+        out, lambda folder: _write(host, task, config, run, chosen, folder, adapter, step),
+        kind="export", fingerprint=fingerprint, force=True, hint="choose another --out",
+        info={"task": task.name, "run": str(run.path), "checkpoint": chosen.name},
+        announce=f"qvl: exporting {chosen} into {out}",
+    )
+
+
+def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder: Path, adapter: bool,
+           step: int | None) -> None:
+    from safetensors.torch import save_file
+
+    from qvl.config import to_toml
+    from qvl.runner.assembly import build_head
+    from qvl.runner.checkpoint import restore_config
+
+    settings = config.backbone
+    if settings.finetune == "qlora" or settings.quantize:
+        # a 4-bit base cannot take merged weights: the export holds them in the compute dtype
+        settings = attrs.evolve(settings, quantize=False,
+                                finetune="lora" if settings.finetune == "qlora" else settings.finetune)
+    loading = restore_config(attrs.evolve(config, backbone=settings), checkpoint)
+    backbone = host.call("load_backbone", task=task, config=loading, stage="predict")
+    backbone.model.eval()
+    head = build_head(host.call, task, config, backbone, checkpoint)  # before merging: it may read the backbone
+
+    model = backbone.model
+    is_peft = hasattr(model, "merge_and_unload")
+    if is_peft and adapter:
+        model.save_pretrained(folder, safe_serialization=True)  # adapter_config.json + adapter_model.safetensors
+        base = model.unload()  # the base without the LoRA layers, unmerged
+        if not _loadable_elsewhere(settings.name):
+            base.save_pretrained(folder / BASE_MODEL, safe_serialization=True)
+            backbone.processor.save_pretrained(folder / BASE_MODEL)
+    else:
+        if is_peft:
+            model = model.merge_and_unload()
+        model.generation_config.do_sample = False  # qvl decodes greedily
+        model.save_pretrained(folder, safe_serialization=True)
+    backbone.processor.save_pretrained(folder)
+    (folder / CONFIG_NAME).write_text(to_toml(config), encoding="utf-8")
+    if head is not None:
+        weights = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+        save_file(weights, str(folder / HEAD_WEIGHTS))
+        (folder / HEAD_INFO).write_text(json.dumps({"task": task.name, "plugin": task.plugin,
+                                                    "config": CONFIG_NAME}, indent=1), encoding="utf-8")
+    (folder / "README.md").write_text(model_card(task, config, run.path, checkpoint, step, adapter=adapter and is_peft,
+                                                 head=head is not None, base_in_folder=(folder / BASE_MODEL).is_dir()),
+                                      encoding="utf-8")
+
+
+def _loadable_elsewhere(name: str) -> bool:
+    """A hub id or a folder: from_pretrained finds the base without a copy in the export."""
+    return not name.startswith(("embedded:", "preset:"))
+
+
+def load_exported(folder: str | Path, host: Any = None) -> tuple[Any, Any]:
+    """``(backbone, head)`` of an exported folder: the model and processor as the run trained them
+    (a :class:`qvl.backbone.Backbone`, frozen) and the task's head with its weights, in eval mode (or
+    ``None`` when the task has none). The task's plugin must be installed: it builds the head.
+    """
+    from safetensors.torch import load_file
+
+    from qvl.config import load_config
+    from qvl.plugins import load_plugins
+
+    folder = Path(folder).expanduser()
+    if not (folder / CONFIG_NAME).is_file():
+        raise UserError(f"{folder}: not a folder 'qvl export' wrote (no {CONFIG_NAME})")
+    host = host or load_plugins()
+    task = host.task(_task_name(folder))
+    config = load_config(task, [folder / CONFIG_NAME])
+    if (folder / "adapter_config.json").is_file():
+        base = folder / BASE_MODEL if (folder / BASE_MODEL).is_dir() else config.backbone.name
+        backbone_settings = attrs.evolve(config.backbone, name=str(base), adapter=str(folder), finetune="lora",
+                                         quantize=False)
+    else:
+        backbone_settings = attrs.evolve(config.backbone, name=str(folder), adapter=None, finetune="frozen",
+                                         quantize=False)
+    config = attrs.evolve(config, backbone=backbone_settings)
+    backbone = host.call("load_backbone", task=task, config=config, stage="predict")
+    backbone.model.requires_grad_(False)
+    backbone.model.eval()
+    head = None
+    if (folder / HEAD_WEIGHTS).is_file():
+        head = host.call("build_head", task=task, config=config, backbone=backbone, required=False)
+        if head is None:
+            raise UserError(f"{folder / HEAD_WEIGHTS}: task {task.name!r} builds no head (another plugin version?)")
+        head.float().load_state_dict(load_file(str(folder / HEAD_WEIGHTS)))
+        head.eval()
+    return backbone, head
+
+
+def _task_name(folder: Path) -> str:
+    from qvl.config import read_toml
+
+    data, _ = read_toml(folder / CONFIG_NAME)
+    name = data.get("task_name")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{folder / CONFIG_NAME}: no task_name")
+    return name
+
+
+def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: int | None, *, adapter: bool,
+               head: bool, base_in_folder: bool) -> str:
+    """README.md of an export: what the model does, what it was trained from, how it scored, how to load it."""
+    backbone = config.backbone
+    tuned = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning",
+             "frozen": "frozen backbone"}[backbone.finetune]
+    if backbone.finetune in ("lora", "qlora"):
+        tuned += f" (r={backbone.lora.r}, alpha={backbone.lora.alpha}), " + ("kept as a PEFT adapter" if adapter
+                                                                           else "merged into the weights")
+    data_dir = getattr(config.task, "data_dir", "") or "the task's synthetic data set (qvl make-data)"
+    lines = [
+        "---",
+        "library_name: " + ("peft" if adapter else "transformers"),
+        "pipeline_tag: image-text-to-text",
+        "tags: [qvl, qvl-" + task.name.replace("_", "-") + "]",
+        "---",
+        "",
+        f"# {task.name}: {backbone.name} fine-tuned with qvl",
+        "",
+        task.description or f"The qvl task {task.name!r}.",
+        "",
+        f"- base model: `{backbone.name}`; {tuned}",
+        f"- data: `{data_dir}`",
+        f"- trained: {step} steps, checkpoint `{checkpoint.name}` of `{run_path}`",
+        f"- settings: `{CONFIG_NAME}` (the run's effective config; `qvl run {task.name} train --config "
+        f"{CONFIG_NAME}` trains it again)",
+        "",
+    ]
+    evaluation = _evaluation_table(run_path)
+    if evaluation:
+        lines += ["## Evaluation", "", *evaluation, ""]
+    lines += ["## Use", "", "```python", "from transformers import AutoModelForImageTextToText, AutoProcessor", ""]
+    if adapter:
+        base = f'"./{BASE_MODEL}"' if base_in_folder else f'"{backbone.name}"'
+        lines += ["from peft import PeftModel", "",
+                  f"base = AutoModelForImageTextToText.from_pretrained({base})  # relative to this folder",
+                  'model = PeftModel.from_pretrained(base, ".")',
+                  'processor = AutoProcessor.from_pretrained(".")']
+    else:
+        lines += ['model = AutoModelForImageTextToText.from_pretrained(".")  # this folder',
+                  'processor = AutoProcessor.from_pretrained(".")']
+    lines += ["```", "", "Prompts are built with the processor's chat template (`processor.apply_chat_template`), as "
+              "qvl builds them; qvl decodes greedily."]
+    if head:
+        lines += ["", f"The task's head is `{HEAD_WEIGHTS}` (safetensors); with qvl-core and the task's plugin "
+                  "installed:", "", "```python", "from qvl.export import load_exported", "",
+                  'backbone, head = load_exported(".")  # backbone.model, backbone.processor; head in eval mode',
+                  "```"]
+    lines += ["", "Written by `qvl export`."]
+    return "\n".join(lines) + "\n"
+
+
+def _evaluation_table(run_path: Path) -> list[str]:
+    """A markdown table of the newest ``eval/SPLIT/eval.json`` of the run (numbers only, nested keys joined)."""
+    found = sorted(run_path.glob("eval/*/eval.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return []
+    try:
+        metrics = json.loads(found[-1].read_text())
+    except (OSError, ValueError):
+        return []
+    rows = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, (int, float)):
+            rows.append((prefix, value))
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+
+    walk("", metrics)
+    if not rows:
+        return []
+    table = [f"Split `{found[-1].parent.name}` (`{found[-1].relative_to(run_path)}`):", "", "| metric | value |",
+             "| --- | --- |"]
+    table += [f"| {name} | {value:.4g} |" for name, value in rows[:40]]
+    if len(rows) > 40:
+        table.append(f"| ... | {len(rows) - 40} more in eval.json |")
+    return table

@@ -1,0 +1,109 @@
+"""qvl export: a trained run as a folder that plain transformers (and peft) load and answer with."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from qvl import UserError
+
+pytestmark = pytest.mark.slow
+
+COLORS = [("a.png", "red"), ("b.png", "blue"), ("c.png", "green"), ("d.png", "yellow")]
+
+
+def plain_transformers_answers(model, processor, folder, question):
+    """What a user without qvl writes: the processor's chat template, greedy generate."""
+    import torch
+
+    answers = []
+    for name, _ in COLORS:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = processor(text=[text], images=[Image.open(folder / name).convert("RGB")], return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        answers.append(processor.batch_decode(new, skip_special_tokens=True)[0].strip().lower())
+    return answers
+
+
+@pytest.fixture
+def trained_lora_run(qvl_run_stage, qvl_run_dir, qvl_quick_run, tmp_path):
+    # a high rate so that two steps move the adapter well away from zero
+    qvl_run_stage("colors", "train", *qvl_quick_run, "task.train_samples=8", "backbone.finetune=lora",
+                  "train.lr=0.05", "eval.max_samples=4")
+    qvl_run_stage("colors", "eval", *qvl_quick_run)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, color in COLORS:
+        Image.new("RGB", (64, 64), color).save(images / name)
+    predicted = qvl_run_stage("colors", "predict", "predict.batch_size=1", predict_input=str(images))
+    return qvl_run_dir, images, [p["answer"] for p in predicted.predictions]
+
+
+def test_export_merges_lora_and_plain_transformers_answers_as_qvl_predict(trained_lora_run, qvl_host, tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from qvl.config import load_config
+    from qvl.export import export_run
+
+    run_dir, images, qvl_answers = trained_lora_run
+    out = export_run(qvl_host, run_dir, tmp_path / "exported")
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "README.md", "qvl_config.toml",
+            "chat_template.jinja"} <= names and "adapter_config.json" not in names
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    question = load_config(qvl_host.task("colors")).task.question
+    assert plain_transformers_answers(model, processor, images, question) == qvl_answers
+    # the adapter was merged: the weights are not the base model's
+    base = qvl_host.call("load_backbone", task=qvl_host.task("colors"),
+                         config=load_config(qvl_host.task("colors"), [], ["backbone.finetune=frozen"]), stage="predict")
+    differs = [name for name, tensor in model.state_dict().items()
+               if name in base.model.state_dict() and not torch.equal(tensor, base.model.state_dict()[name])]
+    assert any("q_proj" in name for name in differs)
+    card = (out / "README.md").read_text()
+    assert "# colors: embedded:qwen3-vl-tiny fine-tuned with qvl" in card
+    assert "LoRA (r=" in card and "merged into the weights" in card and "| accuracy |" in card
+    assert "AutoModelForImageTextToText.from_pretrained(\".\")" in card
+
+
+def test_export_keeps_an_adapter_with_its_embedded_base_beside_it(trained_lora_run, qvl_host, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from qvl.config import load_config
+    from qvl.export import export_run
+
+    run_dir, images, qvl_answers = trained_lora_run
+    out = export_run(qvl_host, run_dir, tmp_path / "adapter", adapter=True)
+    assert (out / "adapter_config.json").is_file() and (out / "base_model" / "config.json").is_file()
+    assert not (out / "model.safetensors").exists()
+    base = AutoModelForImageTextToText.from_pretrained(out / "base_model")
+    model = PeftModel.from_pretrained(base, out)
+    processor = AutoProcessor.from_pretrained(out)
+    question = load_config(qvl_host.task("colors")).task.question
+    assert plain_transformers_answers(model, processor, images, question) == qvl_answers
+    assert "from peft import PeftModel" in (out / "README.md").read_text()
+
+
+def test_export_refuses_a_users_folder_and_replaces_its_own(trained_lora_run, qvl_host, tmp_path):
+    from qvl.export import export_run
+
+    run_dir, _, _ = trained_lora_run
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="choose another --out"):
+        export_run(qvl_host, run_dir, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    out = export_run(qvl_host, run_dir, tmp_path / "again", checkpoint="last")
+    first = json.loads((out / ".qvl.json").read_text())
+    out = export_run(qvl_host, run_dir, tmp_path / "again", checkpoint="last")  # an earlier export: replaced
+    assert json.loads((out / ".qvl.json").read_text())["created"] > first["created"]
+    with pytest.raises(UserError, match="no LoRA adapter"):
+        export_run(qvl_host, run_dir, tmp_path / "x", adapter=True, overrides=["backbone.finetune=full"])
+    with pytest.raises(UserError, match="not a qvl run folder"):
+        export_run(qvl_host, tmp_path, tmp_path / "y")
