@@ -82,9 +82,14 @@ def readme_example_commands(plugin: str) -> list[list[str]]:
 
 
 def build_wheel(source: Path, dist: Path, log: Path) -> Path:
+    """The wheel of ``source``, built from a clean copy: setuptools' ``build/`` folder in a checkout can
+    hold modules deleted since, which a wheel built there would carry."""
     before = set(dist.glob("*.whl"))
+    copy = dist.parent / "sources" / source.name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", "tests"))
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist),
-         str(source)], log)
+         str(copy)], log)
     name = tomllib.loads((source / "pyproject.toml").read_text())["project"]["name"].replace("-", "_")
     (wheel,) = [w for w in dist.glob(f"{name}-*.whl") if w not in before] or sorted(dist.glob(f"{name}-*.whl"))
     return wheel

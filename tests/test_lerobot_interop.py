@@ -108,7 +108,7 @@ import sys, numpy as np
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 root, out = sys.argv[1], sys.argv[2]
 ds = LeRobotDataset("local/interop", root=root, video_backend="pyav", return_uint8=True)
-cameras = list(ds.meta.video_keys)
+cameras = list(ds.meta.camera_keys)  # video and image features
 items = [ds[i] for i in range(len(ds))]
 arrays = {f"cam/{c}": np.stack([it[c].numpy() for it in items]) for c in cameras}
 for key in ("action", "reward_bins", "episode_index", "frame_index", "index", "timestamp", "task_index"):
@@ -139,6 +139,29 @@ for episode in range(3):
         ds.add_frame({"observation.images.top": top, "observation.images.wrist": wrist,
                       "action": np.array([episode + frame / 10, -frame], np.float32), "reward_bins": bins,
                       "task": f"stack the cups {episode % 2}"})
+    ds.save_episode()
+ds.finalize()
+print("written")
+"""
+
+
+# Runs in the lerobot venv: LeRobot's writer with cameras as image features (use_videos=False):
+# each frame's PNG inside the data parquet files
+LEROBOT_WRITES_IMAGES = """
+import sys, numpy as np
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+root = sys.argv[1]
+features = {
+    "observation.images.top": {"dtype": "image", "shape": (24, 32, 3), "names": ["height", "width", "channels"]},
+    "action": {"dtype": "float32", "shape": (2,), "names": None},
+}
+ds = LeRobotDataset.create("local/interop", fps=10, features=features, root=root, use_videos=False)
+rng = np.random.default_rng(2)
+for episode in range(2):
+    for frame in range(4):
+        top = rng.integers(0, 256, size=(24, 32, 3)).astype(np.uint8)
+        ds.add_frame({"observation.images.top": top, "action": np.array([episode, frame], np.float32),
+                      "task": "look"})
     ds.save_episode()
 ds.finalize()
 print("written")
@@ -223,3 +246,22 @@ def test_qvl_reads_what_lerobot_writes(lerobot_python, tmp_path):
     wrist = ours["observation.images.wrist"].reshape(len(rows), -1).mean(axis=1)
     expected = [200 - (20 + 30 * (i // 7) + 5 * (i % 7)) for i in range(len(rows))]
     assert np.abs(wrist - expected).max() < 3
+
+
+def test_qvl_reads_image_features_as_lerobot_writes_them(lerobot_python, tmp_path):
+    from qvl.lerobot import LeRobotDataset
+
+    root = tmp_path / "lerobot-images"
+    _run(lerobot_python, LEROBOT_WRITES_IMAGES, str(root))
+    out = tmp_path / "lerobot-read.npz"
+    _run(lerobot_python, LEROBOT_READS.replace('"reward_bins", ', ""), str(root), str(out))
+    got = np.load(out)
+    source = LeRobotDataset(root)
+    assert source.image_keys == ("observation.images.top",) and source.video_keys == ()
+    assert list(got["cameras"]) == ["observation.images.top"] and len(got["index"]) == 8
+    ours = _qvl_reads(root, ["observation.images.top"], got["episode_index"], got["timestamp"])
+    theirs = got["cam/observation.images.top"]
+    if theirs.dtype != np.uint8:  # image features may come back as floats in [0, 1]
+        theirs = np.round(theirs * 255).astype(np.uint8)
+    # PNG is lossless: the same pixels on both sides
+    assert np.array_equal(theirs, ours["observation.images.top"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from qvl import UserError
 from qvl.build import MARKER, build_directory, read_marker
@@ -304,7 +305,7 @@ def test_hand_made_minimal_v21_dataset(tmp_path):
 def test_missing_camera_key_names_info_json_and_the_key(tmp_path):
     root = write_dataset(tmp_path / "ds", [recording(0)], fps=10)
     with pytest.raises(LeRobotFormatError, match=r"info\.json: camera key 'observation\.images\.cam_low' is not a "
-                                                 r"video feature of this data set; video features: "):
+                                                 r"video or image feature of this data set; cameras: "):
         LeRobotDataset(root, ["observation.images.cam_low"])
 
 
@@ -377,3 +378,94 @@ def test_without_the_lerobot_extra_importing_qvl_lerobot_says_what_to_install(tm
     assert out == ("True pyarrow qvl.lerobot needs pyarrow, which qvl-core installs with its [lerobot] extra: "
                    "pip install 'qvl-core[lerobot]' (a plugin that uses qvl.lerobot lists 'qvl-core[lerobot]' "
                    "among its dependencies)")
+
+
+def image_feature_dataset(root: Path, colours: list[list[tuple[int, int, int]]]) -> Path:
+    """A v3.0 data set whose camera is an ``image`` feature, laid out as LeRobot writes one with
+    ``use_videos=False``: each frame's PNG in the data parquet as ``{"bytes", "path"}``. Episode 0
+    carries bytes, episode 1 paths to PNG files (relative to the data set)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qvl.lerobot import write_tasks_parquet
+
+    camera = "observation.images.top"
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    (root / "images").mkdir()
+    features = {camera: {"dtype": "image", "shape": [24, 32, 3], "names": ["height", "width", "channel"]},
+                **{name: {"dtype": "int64", "shape": [1], "names": None}
+                   for name in ("frame_index", "episode_index", "index", "task_index")},
+                "timestamp": {"dtype": "float32", "shape": [1], "names": None}}
+    (root / "meta" / "info.json").write_text(json.dumps({
+        "codebase_version": "v3.0", "fps": 10, "features": features, "total_episodes": len(colours),
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet", "video_path": None,
+        "chunks_size": 1000, "splits": {"train": f"0:{len(colours)}"}}))
+    write_tasks_parquet(root / "meta" / "tasks.parquet", ["look"])
+    rows, episodes, index = [], [], 0
+    for episode, frames in enumerate(colours):
+        episodes.append({"episode_index": episode, "length": len(frames), "tasks": ["look"],
+                         "data/chunk_index": 0, "data/file_index": 0,
+                         "dataset_from_index": index, "dataset_to_index": index + len(frames)})
+        for number, colour in enumerate(frames):
+            buffer = io.BytesIO()
+            Image.new("RGB", (32, 24), colour).save(buffer, format="PNG")
+            if episode == 0:
+                cell = {"bytes": buffer.getvalue(), "path": f"frame_{index:06d}.png"}
+            else:
+                (root / "images" / f"frame_{index:06d}.png").write_bytes(buffer.getvalue())
+                cell = {"bytes": None, "path": f"images/frame_{index:06d}.png"}
+            rows.append({camera: cell, "timestamp": number / 10, "frame_index": number, "episode_index": episode,
+                         "index": index, "task_index": 0})
+            index += 1
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([(camera, image_type), ("timestamp", pa.float32()), ("frame_index", pa.int64()),
+                        ("episode_index", pa.int64()), ("index", pa.int64()), ("task_index", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), root / "data" / "chunk-000" / "file-000.parquet")
+    pq.write_table(pa.Table.from_pylist(episodes), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    return root
+
+
+def test_image_features_are_cameras_read_from_the_parquet_bytes_or_their_paths(tmp_path):
+    from qvl.lerobot import LeRobotDataset, LeRobotFormatError
+
+    colours = [[(250, 0, 0), (0, 250, 0), (0, 0, 250)], [(250, 250, 0), (0, 250, 250)]]
+    dataset = LeRobotDataset(image_feature_dataset(tmp_path / "ds", colours))
+    assert dataset.camera_keys == ("observation.images.top",) and dataset.video_keys == ()
+    assert [e.length for e in dataset.episodes] == [3, 2] and dataset.episodes[0].videos == {}
+    for episode, frames in enumerate(colours):
+        for number, colour in enumerate(frames):
+            image = dataset.image(episode, "observation.images.top", number / 10)
+            assert image.mode == "RGB" and image.size == (32, 24)
+            assert image.getpixel((16, 12)) == colour  # PNG: exact
+    with pytest.raises(LeRobotFormatError, match=r"episode 1, camera 'observation.images.top', frame 5 .*frames 0-1"):
+        dataset.image(1, "observation.images.top", 0.5)
+    with pytest.raises(LeRobotFormatError, match="is not a video or image feature of this data set; "
+                                                 "cameras: observation.images.top"):
+        LeRobotDataset(tmp_path / "ds", ["observation.images.wrist"])
+    (tmp_path / "ds" / "images" / "frame_000003.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"file-000\.parquet \(episode 1, camera 'observation.images.top', frame 0\)"):
+        LeRobotDataset(tmp_path / "ds").image(1, "observation.images.top", 0.0)
+
+
+def test_a_data_set_named_by_hub_id_is_read_from_the_hugging_face_cache_offline(tmp_path):
+    # laid out as huggingface_hub lays out its cache: refs name a commit, snapshots/<commit> hold the files
+    repo = tmp_path / "hub" / "datasets--lab--cubes"
+    for ref, commit, colour in (("main", "a" * 40, (250, 0, 0)), ("v1.0", "b" * 40, (0, 0, 250))):
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+        image_feature_dataset(repo / "snapshots" / commit, [[colour, colour]])
+    code = ("import sys\nfrom qvl.lerobot import LeRobotDataset, hub_dataset\nfrom qvl import UserError\n"
+            "for revision in ('', 'v1.0'):\n"
+            "    root = hub_dataset('lab/cubes', revision)\n"
+            "    print(root.name[:4], LeRobotDataset(root).image(0, 'observation.images.top', 0.1).getpixel((0, 0)))\n"
+            "for repo_id in ('lab/absent', 'not an id'):\n"
+            "    try:\n        hub_dataset(repo_id)\n    except UserError as exc:\n        print(exc)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[:2] == ["aaaa (250, 0, 0)", "bbbb (0, 0, 250)"]
+    assert lines[2].startswith("task.repo_id = 'lab/absent': not in the local Hugging Face cache")
+    assert lines[3] == "task.repo_id = 'not an id': expected a hub data set id 'org/name'"

@@ -331,13 +331,16 @@ class SyntheticGenerator:
                              description=self.description)
 
     def root(self, config: Any, *, create: bool) -> Path:
-        """``task.data_dir`` when set, else the synthetic data set in the cache (written if ``create``)."""
-        return data_folder(config.task.data_dir, self.data(config), create=create)
+        """``task.repo_id`` (a hub data set) or ``task.data_dir`` when the task has and sets one, else the
+        synthetic data set in the cache (written if ``create``)."""
+        return data_folder(config.task.data_dir, self.data(config), create=create,
+                           repo_id=getattr(config.task, "repo_id", ""), revision=getattr(config.task, "revision", ""))
 
     def make(self, config: Any) -> Path:
         """Stage ``make-data``: write the data set into ``task.data_dir`` (else the cache); its folder."""
         import importlib
 
+        refuse_hub_target(config)
         root = write_synthetic(self.root(config, create=False), self.data(config))
         print(f"{self.plugin}: {importlib.import_module(self.module).summary(config.task.synthetic)}: {root}")
         if config.task.data_dir:
@@ -345,15 +348,29 @@ class SyntheticGenerator:
         return root
 
 
-def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool) -> Path:
-    """The folder a task reads: ``task.data_dir`` when the user set one (never written to here),
-    else the synthetic data set in the cache, written once when ``create``."""
+def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool, repo_id: str = "",
+                revision: str = "") -> Path:
+    """The folder a task reads: the hub data set ``repo_id`` (at ``revision``) through the Hugging Face
+    cache, else ``task.data_dir`` when the user set one (neither is written to here), else the synthetic
+    data set in the cache, written once when ``create``."""
     from qvl.cache import cache_dir
 
+    if repo_id:
+        from qvl.lerobot import hub_dataset
+
+        return hub_dataset(repo_id, revision)
     if data_dir:
         return Path(data_dir).expanduser()
     root = cache_dir() / "datasets" / synthetic.key
     return write_synthetic(root, synthetic) if create else root
+
+
+def refuse_hub_target(config: Any) -> None:
+    """``make-data`` writes the synthetic data set; with ``task.repo_id`` set there is nothing to write."""
+    repo_id = getattr(config.task, "repo_id", "")
+    if repo_id:
+        raise UserError(f"make-data writes the synthetic data set, but task.repo_id = {repo_id!r} names a hub data "
+                        "set to read: train on it directly, or unset task.repo_id")
 
 
 def write_synthetic(root: str | Path, synthetic: SyntheticData) -> Path:

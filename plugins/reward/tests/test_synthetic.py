@@ -49,3 +49,24 @@ def test_odd_video_sides_are_refused_when_the_config_is_read(qvl_host):
     assert caught.value.problems == ["--set task.synthetic.width=95: task.synthetic.width: must be even (a side "
                                      "of H.264 video frames), got 95"]
     assert load_config(qvl_host.task("reward"), [], ["task.synthetic.height=66"]).task.synthetic.height == 66
+
+
+def test_a_hub_data_set_id_is_read_from_the_cache_and_excludes_data_dir(qvl_host, tmp_path, monkeypatch):
+    import pytest
+
+    from qvl.config import ConfigError, load_config
+    from qvl.errors import UserError
+    from qvl_reward import data
+
+    task = qvl_host.task("reward")
+    with pytest.raises(ConfigError) as caught:
+        load_config(task, [], ["task.repo_id='lab/aloha'", "task.data_dir='/data/aloha'"])
+    assert caught.value.problems == ["--set task.repo_id='lab/aloha': task.repo_id: must be empty when 'data_dir' is "
+                                     "set (both say where the data comes from): set one of them"]
+    config = load_config(task, [], ["task.repo_id='lab/aloha'", "task.revision='v2'"])
+    asked = []
+    monkeypatch.setattr("qvl.lerobot.hub_dataset", lambda repo_id, revision: asked.append((repo_id, revision))
+                        or tmp_path)
+    assert data.data_root(config, create=True) == tmp_path and asked == [("lab/aloha", "v2")]
+    with pytest.raises(UserError, match="make-data writes the synthetic data set, but task.repo_id = 'lab/aloha'"):
+        data.make_data(config)

@@ -34,6 +34,7 @@ from qvl.config.schema import (
     fraction,
     model_image_size,
     non_negative,
+    not_with,
     positive,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "load_config",
     "model_image_size",
     "non_negative",
+    "not_with",
     "parse_override",
     "positive",
     "read_toml",

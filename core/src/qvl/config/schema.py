@@ -17,6 +17,17 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
 
 
+def not_with(other: str) -> Any:
+    """A validator: this setting and ``other`` exclude each other (both set is refused, naming both)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value and getattr(instance, other):
+            raise ValueError(f"'{attribute.name}' must be empty when '{other}' is set (both say where the data "
+                             "comes from): set one of them")
+
+    return check
+
+
 def even(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     """A side of H.264 (yuv420p) video frames, which must be even: said when the config is read, not by
     the encoder once the first video is being written."""

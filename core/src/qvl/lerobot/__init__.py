@@ -17,6 +17,7 @@ pyarrow comes with qvl-core's ``[lerobot]`` extra; without it, importing this pa
 
 import qvl.lerobot.extra  # noqa: F401  (first: without pyarrow, says which extra installs it)
 from qvl.lerobot.append import append_episodes
+from qvl.lerobot.hub import hub_dataset
 from qvl.lerobot.layout import (LeRobotFormatError, parse_range, read_json, read_jsonl, read_parquet,
                                 write_tasks_parquet)
 from qvl.lerobot.reader import Episode, LeRobotDataset, VideoSegment
@@ -35,6 +36,7 @@ __all__ = [
     "append_episodes",
     "encode_video",
     "feature_stats",
+    "hub_dataset",
     "merge_stats",
     "parse_range",
     "read_json",

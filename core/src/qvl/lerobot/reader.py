@@ -7,6 +7,10 @@
 * **v2.1** (and v2.0): ``meta/info.json``, ``meta/episodes.jsonl``, ``meta/tasks.jsonl``,
   ``data/chunk-XXX/episode_XXXXXX.parquet`` and ``videos/chunk-XXX/<camera>/episode_XXXXXX.mp4``.
 
+Cameras are ``video`` features (frames decoded from the mp4 files) or ``image`` features (each
+frame's PNG/JPEG in the data parquet files as ``{"bytes": ..., "path": ...}``, as LeRobot writes
+them with ``use_videos=False``); :meth:`LeRobotDataset.image` reads both.
+
 The ``lerobot`` package is not needed (it wants Python >= 3.12 and torch < 2.12, which a qvl
 environment may not have); ``tests/test_lerobot_interop.py`` checks that both read the same frames.
 """
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from qvl.errors import unreadable_file
 
 from qvl.lerobot.layout import (
     EPISODES_JSONL,
@@ -55,7 +61,8 @@ class LeRobotDataset:
     """Episodes, frame tables and video frames of one LeRobot data set root.
 
     :param root: the data set folder (the one holding ``meta/``).
-    :param camera_keys: the video features to use, in this order; ``None`` means all of them.
+    :param camera_keys: the cameras (video or image features) to use, in this order; ``None``
+        means all of them (the video features, then the image features, each sorted).
     """
 
     def __init__(self, root: str | Path, camera_keys: Sequence[str] | None = None) -> None:
@@ -76,14 +83,17 @@ class LeRobotDataset:
         self.fps = float(self.info["fps"])
         self.features: dict[str, Any] = self.info["features"]
         self.video_keys = tuple(sorted(k for k, v in self.features.items() if v.get("dtype") == "video"))
+        self.image_keys = tuple(sorted(k for k, v in self.features.items() if v.get("dtype") == "image"))
+        cameras = self.video_keys + self.image_keys
         for key in camera_keys or ():
-            if key not in self.video_keys:
-                raise LeRobotFormatError(f"{self.info_path}: camera key {key!r} is not a video feature of this "
-                                         f"data set; video features: {', '.join(self.video_keys) or 'none'}")
-        self.camera_keys = tuple(self.video_keys if camera_keys is None else camera_keys)
+            if key not in cameras:
+                raise LeRobotFormatError(f"{self.info_path}: camera key {key!r} is not a video or image feature of "
+                                         f"this data set; cameras: {', '.join(cameras) or 'none'}")
+        self.camera_keys = tuple(cameras if camera_keys is None else camera_keys)
         self.episodes = self._read_v3() if self.version.startswith("v3.") else self._read_v2()
         self._tables: OrderedDict[Path, Any] = OrderedDict()
         self._videos: VideoReader | None = None
+        self._stills: OrderedDict[tuple[int, str], dict[int, Any]] = OrderedDict()  # image features' cells
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -122,7 +132,7 @@ class LeRobotDataset:
                 raise LeRobotFormatError(f"{where}: expected the columns episode_index, length, data/chunk_index "
                                          f"and data/file_index ({type(exc).__name__}: {exc})") from None
             videos = {}
-            for key in self.camera_keys:
+            for key in (k for k in self.camera_keys if k in self.video_keys):
                 try:
                     path = self.root / self._template("video_path").format(
                         video_key=key, chunk_index=row[f"videos/{key}/chunk_index"],
@@ -148,7 +158,8 @@ class LeRobotDataset:
             chunk = index // chunks_size
             data_path = self.root / str(self.info["data_path"]).format(episode_chunk=chunk, episode_index=index)
             videos = {key: VideoSegment(self.root / self._template("video_path").format(
-                episode_chunk=chunk, video_key=key, episode_index=index)) for key in self.camera_keys}
+                episode_chunk=chunk, video_key=key, episode_index=index))
+                for key in self.camera_keys if key in self.video_keys}
             episodes.append(Episode(index=index, tasks=tuple(row.get("tasks") or ()), length=length,
                                     data_path=data_path, videos=videos))
         return sorted(episodes, key=lambda e: e.index)
@@ -205,6 +216,8 @@ class LeRobotDataset:
         """The RGB frame (PIL image) of ``camera`` at ``timestamp`` seconds into the episode."""
         if not isinstance(episode, Episode):
             episode = self.episode(episode)
+        if camera in self.image_keys and camera in self.camera_keys:
+            return self._still(episode, camera, timestamp)
         if camera not in episode.videos:
             raise LeRobotFormatError(f"{self.info_path}: camera {camera!r} is not one of the camera keys "
                                      f"{list(self.camera_keys)}")
@@ -216,6 +229,38 @@ class LeRobotDataset:
         except LeRobotFormatError as exc:
             raise LeRobotFormatError(f"episode {episode.index}, camera {camera!r}, t={timestamp:.3f} s: {exc}") \
                 from None
+
+    def _still(self, episode: Episode, camera: str, timestamp: float) -> Any:
+        """An image feature's frame: the row at ``round(timestamp * fps)``, its PNG/JPEG bytes (or the
+        file its ``path`` names, relative to the data set) decoded."""
+        import io
+
+        from PIL import Image
+
+        key = (episode.index, camera)
+        if key not in self._stills:
+            self._stills[key] = {int(row["frame_index"]): row[camera] for row in self.frame_table(episode, [camera])}
+            while len(self._stills) > 8:
+                self._stills.popitem(last=False)
+        cells = self._stills[key]
+        number = int(round(timestamp * self.fps))
+        where = f"episode {episode.index}, camera {camera!r}, frame {number}"
+        if number not in cells:
+            raise LeRobotFormatError(f"{where} (t={timestamp:.3f} s): no such frame in {episode.data_path} "
+                                     f"(frames {min(cells)}-{max(cells)})")
+        cell = cells[number]
+        if isinstance(cell, dict) and cell.get("bytes"):
+            source: Any = io.BytesIO(cell["bytes"])
+        elif isinstance(cell, dict) and cell.get("path"):
+            source = self.root / str(cell["path"])
+        else:
+            raise LeRobotFormatError(f"{where}: {episode.data_path} holds no image there (expected "
+                                     f"{{'bytes': ..., 'path': ...}}, got {type(cell).__name__})")
+        try:
+            with Image.open(source) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise unreadable_file(f"{episode.data_path} ({where})", "image", exc) from None
 
     def close(self) -> None:
         """Close the open video files (they are reopened on demand)."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 import attrs
 
-from qvl.config import even, fraction, model_image_size, positive
+from qvl.config import even, fraction, model_image_size, not_with, positive
 
 DEFAULT_CAMERAS = ["observation.images.cam_high", "observation.images.cam_left_wrist",
                    "observation.images.cam_right_wrist"]
@@ -56,6 +56,10 @@ class RewardConfig:
     """
 
     data_dir: str = ""  # empty: the embedded synthetic LeRobot v3.0 dataset, written on first use
+    # a LeRobot data set on the Hugging Face hub, "org/name", instead of data_dir: read through the local
+    # HF cache (downloaded there on first use; with HF_HUB_OFFLINE=1 the cache alone)
+    repo_id: str = attrs.field(default="", validator=not_with("data_dir"))
+    revision: str = ""  # of repo_id: a branch, tag or commit; empty: main
     camera_keys: list[str] = attrs.field(factory=lambda: list(DEFAULT_CAMERAS))
     task_template: str = "Task: {task}"
     label_column: str = "reward_bins"

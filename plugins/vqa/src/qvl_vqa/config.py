@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import attrs
 
-from qvl.config import fraction, model_image_size, non_negative, positive
+from qvl.config import fraction, model_image_size, non_negative, not_with, positive
 
 SAMPLE_TYPES = ("preference", "progress", "similarity")
 # how the second (rejected) video of a preference pair is made
@@ -100,6 +100,10 @@ class VqaConfig:
     # the trajectory store: a folder with trajectories.jsonl (or a Hugging Face datasets table) and
     # .npz frame files, or a LeRobot v3.0 / v2.1 data set; empty: the synthetic store, made on first use
     data_dir: str = ""
+    # a LeRobot data set on the Hugging Face hub, "org/name", instead of data_dir: read through the local
+    # HF cache (downloaded there on first use; with HF_HUB_OFFLINE=1 the cache alone)
+    repo_id: str = attrs.field(default="", validator=not_with("data_dir"))
+    revision: str = ""  # of repo_id: a branch, tag or commit; empty: main
     data_format: Literal["auto", "npz", "lerobot"] = "auto"
     table: str = ""  # the table inside data_dir: a .jsonl file or a datasets folder; empty: found
     camera_key: str = ""  # LeRobot: the camera to read (empty: the first)

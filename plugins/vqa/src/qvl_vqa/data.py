@@ -19,11 +19,14 @@ if TYPE_CHECKING:
 
 
 def store_root(config: RunConfig, *, create: bool) -> Path:
-    """``task.data_dir``, else the synthetic store in qvl's cache (written first when ``create``)."""
+    """``task.repo_id`` (a LeRobot data set on the hub) or ``task.data_dir``, else the synthetic store in
+    qvl's cache (written first when ``create``)."""
     from qvl.build import data_folder
     from qvl_vqa.synthetic import synthetic_data
 
-    return data_folder(config.task.data_dir, synthetic_data(config.task.synthetic, config.seed), create=create)
+    t = config.task
+    return data_folder(t.data_dir, synthetic_data(t.synthetic, config.seed), create=create, repo_id=t.repo_id,
+                       revision=t.revision)
 
 
 def open_trajectories(config: RunConfig, root: Path | None = None) -> TrajectoryStore:
@@ -74,9 +77,10 @@ def generated_dataset(config: RunConfig) -> tuple[Path, TrajectoryStore]:
 
 def make_data(config: RunConfig) -> Path:
     """Stage ``make-data``: write the synthetic trajectory store (into ``task.data_dir`` when set)."""
-    from qvl.build import write_synthetic
+    from qvl.build import refuse_hub_target, write_synthetic
     from qvl_vqa.synthetic import synthetic_data
 
+    refuse_hub_target(config)
     root = write_synthetic(store_root(config, create=False), synthetic_data(config.task.synthetic, config.seed))
     print(f"qvl-vqa: trajectory store: {root}")
     return root
