@@ -47,6 +47,16 @@ def fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
         raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
 
 
+REPORT_TO = ("tensorboard", "mlflow", "wandb", "trackio", "none")
+
+
+def _report_to(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    unknown = [name for name in value if name not in REPORT_TO]
+    if unknown or ("none" in value and len(value) > 1):
+        raise ValueError(f"'{attribute.name}' must list some of {', '.join(REPORT_TO[:-1])}, or be [\"none\"]; "
+                         f"got {value}")
+
+
 def _workers(instance: Any, attribute: attrs.Attribute, value: int | str) -> None:
     if value != "auto":
         non_negative(instance, attribute, value)
@@ -131,6 +141,9 @@ class TrainConfig:
     best_metric: str = "val/loss"
     best_mode: Literal["auto", "min", "max"] = "auto"  # auto: min for losses and errors, else max
     patience: int = attrs.field(default=0, validator=non_negative)  # evaluations without improvement; 0: off
+    # where metrics go beside metrics.jsonl: tensorboard (qvl's own, cut back on --resume), mlflow, wandb,
+    # trackio (through accelerate's trackers; each reads its own env settings), or ["none"]
+    report_to: list[str] = attrs.field(factory=lambda: ["tensorboard"], validator=_report_to)
 
 
 @attrs.define

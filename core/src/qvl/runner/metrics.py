@@ -22,14 +22,17 @@ class MetricsLog:
     """``metrics.jsonl`` (and TensorBoard) of a run that starts at ``start_step``: what an earlier
     attempt logged after that step is dropped first."""
 
-    def __init__(self, run_path: Path, enabled: bool, start_step: int = 0):
+    def __init__(self, run_path: Path, enabled: bool, start_step: int = 0, tensorboard: bool = True,
+                 trackers: Any = None):
         self.enabled = enabled
         self.path = run_path / "metrics.jsonl"
         self.started = time.perf_counter()
         self.writer = None
+        self.trackers = trackers  # qvl.runner.trackers.Trackers: MLflow, W&B, Trackio
         if enabled:
             # records of step N were logged before checkpoint N was saved: they belong to its history
             truncate_jsonl(self.path, lambda record: _step(record) <= start_step)
+        if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -48,6 +51,8 @@ class MetricsLog:
             for key, value in values.items():
                 self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
             self.writer.flush()  # else events wait up to two minutes in memory, lost to a kill -9
+        if self.trackers is not None:
+            self.trackers.log(step, values)
 
     def close(self) -> None:
         if self.writer is not None:

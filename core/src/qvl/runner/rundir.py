@@ -24,7 +24,7 @@ RUN_KIND = "run"
 # What a run writes at the top of its folder before its first checkpoint: a failed run holding
 # only these may be removed to reuse its name; anything else there was put there by someone.
 RUN_ENTRIES = frozenset({".qvl.json", "config.toml", "metrics.jsonl", "samples", "tensorboard", "checkpoints",
-                         "validation", "loss.png"})
+                         "validation", "loss.png", "trackers.json", "wandb"})
 
 
 @attrs.define

@@ -58,7 +58,15 @@ class StepLoop:
         self.host, self.task, self.config, self.tc = host, task, config, config.train
         self.accelerator, self.run_dir, self.backbone, self.model, self.state = accelerator, run, backbone, model, state
         # one history: what a killed attempt logged after the step this run starts from is cut off
-        self.log = MetricsLog(run.path, enabled=accelerator.is_main_process, start_step=state.step)
+        self.trackers = None
+        if accelerator.is_main_process and set(self.tc.report_to) - {"tensorboard", "none"}:
+            from qvl.config import to_dict
+            from qvl.runner.trackers import Trackers, flat_settings
+
+            self.trackers = Trackers(self.tc.report_to, run.path, task.name, flat_settings(to_dict(config)),
+                                     resume=state.step > 0)
+        self.log = MetricsLog(run.path, enabled=accelerator.is_main_process, start_step=state.step,
+                              tensorboard="tensorboard" in self.tc.report_to, trackers=self.trackers)
         self.samples_log = SamplesLog(run.path / "samples" / f"rank-{accelerator.process_index}.jsonl",
                                       start_step=state.step)
         self.progress = tqdm(total=self.tc.steps, initial=state.step, desc=f"train {task.name}", unit="step",
@@ -81,6 +89,10 @@ class StepLoop:
             while self.state.step < self.tc.steps and not self.stopped_early:
                 self.epoch()
             self.last_saved = self.save()
+        except BaseException:
+            if self.trackers is not None:
+                self.trackers.finish()
+            raise
         finally:
             self.progress.close()
             self.samples_log.close()

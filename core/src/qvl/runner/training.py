@@ -215,6 +215,10 @@ def _finish(loop: StepLoop) -> TrainResult:
     if loop.accelerator.is_main_process:
         name = loop.backbone.name if loop.backbone is not None else "cached features"
         plot = plot_loss(run.metrics_path, run.path / "loss.png", f"{loop.task.name} on {name}")
+        if loop.trackers is not None:
+            loop.trackers.log_pictures([run.path / "loss.png", *sorted((run.path / "validation").glob("*.png"))],
+                                       state.step)
+            loop.trackers.finish()
         if loop.stopped_early:
             eprint(f"qvl: stopped early at step {state.step}: {tc.best_metric} did not improve for "
                    f"{tc.patience} evaluations")
