@@ -107,3 +107,15 @@ def test_export_refuses_a_users_folder_and_replaces_its_own(trained_lora_run, qv
         export_run(qvl_host, run_dir, tmp_path / "x", adapter=True, overrides=["backbone.finetune=full"])
     with pytest.raises(UserError, match="not a qvl run folder"):
         export_run(qvl_host, tmp_path, tmp_path / "y")
+
+
+def test_a_checkpoints_sampling_settings_give_way_to_greedy_decoding(tmp_path):
+    from transformers import GenerationConfig
+
+    from qvl.export import greedy
+
+    shipped = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20)  # as Qwen3-VL ships it
+    greedy(shipped)
+    shipped.save_pretrained(tmp_path)  # transformers refuses do_sample=False beside a temperature
+    saved = GenerationConfig.from_pretrained(tmp_path)
+    assert saved.do_sample is False and saved.temperature is None and saved.top_k is None

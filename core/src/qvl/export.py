@@ -97,7 +97,7 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
     else:
         if is_peft:
             model = model.merge_and_unload()
-        model.generation_config.do_sample = False  # qvl decodes greedily
+        greedy(model.generation_config)
         model.save_pretrained(folder, safe_serialization=True)
     backbone.processor.save_pretrained(folder)
     (folder / CONFIG_NAME).write_text(to_toml(config), encoding="utf-8")
@@ -109,6 +109,16 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
     (folder / "README.md").write_text(model_card(task, config, run.path, checkpoint, step, adapter=adapter and is_peft,
                                                  head=head is not None, base_in_folder=(folder / BASE_MODEL).is_dir()),
                                       encoding="utf-8")
+
+
+def greedy(generation_config: Any) -> None:
+    """Make ``generate()`` without arguments decode as qvl does: greedily. The sampling settings a
+    checkpoint ships (Qwen's temperature 0.7, top_p 0.8, top_k 20) go, or transformers refuses to
+    save a config that has them with ``do_sample=False``."""
+    generation_config.do_sample = False
+    for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+        if hasattr(generation_config, name):
+            setattr(generation_config, name, None)
 
 
 def _loadable_elsewhere(name: str) -> bool:
