@@ -45,12 +45,15 @@ def export_run(host: Any, run_dir: str | Path, out: str | Path, *, checkpoint: s
     from qvl.config import load_config
     from qvl.runner.rundir import RunDir
 
+    overrides = list(overrides)
     run = RunDir(Path(run_dir))
     if not run.config_path.is_file():
         raise UserError(f"{run.path}: not a qvl run folder (no config.toml); pass the folder 'qvl run TASK train' made")
     task_name = run.task_name()
+    if task_name is None:
+        raise UserError(f"{run.path}: cannot tell which task trained this run (no task_name in config.toml)")
     task = host.task(task_name)
-    config = load_config(task, [], list(overrides), base=run.saved_config())
+    config = load_config(task, [], overrides, base=run.saved_config())
     chosen = run.checkpoint(checkpoint)
     if chosen is None:
         raise UserError(f"{run.path}: no complete checkpoint; run 'qvl run {task.name} train' first")
@@ -59,7 +62,7 @@ def export_run(host: Any, run_dir: str | Path, out: str | Path, *, checkpoint: s
                         "LoRA adapter to keep; export without --adapter")
     step = json.loads((chosen / "trainer_state.json").read_text()).get("step")
     fingerprint = {"run": str(run.path.resolve()), "checkpoint": chosen.name, "step": step, "adapter": adapter,
-                   "overrides": list(overrides)}
+                   "overrides": overrides}
     return build_directory(
         out, lambda folder: _write(host, task, config, run, chosen, folder, adapter, step),
         kind="export", fingerprint=fingerprint, force=True, hint="choose another --out",
