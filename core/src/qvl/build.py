@@ -356,7 +356,7 @@ def data_folder(data_dir: str, synthetic: SyntheticData, *, create: bool, repo_i
     from qvl.cache import cache_dir
 
     if repo_id:
-        from qvl.lerobot import hub_dataset
+        from qvl.lerobot.hub import hub_dataset  # the module, not the package: qvl.lerobot.append uses qvl.build
 
         return hub_dataset(repo_id, revision)
     if data_dir:

@@ -65,7 +65,7 @@ def test_a_hub_data_set_id_is_read_from_the_cache_and_excludes_data_dir(qvl_host
                                      "set (both say where the data comes from): set one of them"]
     config = load_config(task, [], ["task.repo_id='lab/aloha'", "task.revision='v2'"])
     asked = []
-    monkeypatch.setattr("qvl.lerobot.hub_dataset", lambda repo_id, revision: asked.append((repo_id, revision))
+    monkeypatch.setattr("qvl.lerobot.hub.hub_dataset", lambda repo_id, revision: asked.append((repo_id, revision))
                         or tmp_path)
     assert data.data_root(config, create=True) == tmp_path and asked == [("lab/aloha", "v2")]
     with pytest.raises(UserError, match="make-data writes the synthetic data set, but task.repo_id = 'lab/aloha'"):
