@@ -101,7 +101,7 @@ def test_missing_column_camera_and_a_users_folder(dataset: Path, tmp_path: Path)
     with pytest.raises(UserError, match="no column 'skills'"):
         convert_lerobot(dataset, tmp_path / "out", camera_key=None, subtask_column="subtask", skill_column="skills",
                         fps=None)
-    with pytest.raises(UserError, match="camera key 'observation.images.c' is not a video feature"):
+    with pytest.raises(UserError, match="camera key 'observation.images.c' is not a video or image feature"):
         convert_lerobot(dataset, tmp_path / "out", camera_key="observation.images.c", subtask_column="subtask",
                         skill_column=None, fps=None)
     with pytest.raises(UserError, match="fps 20"):

@@ -29,7 +29,7 @@ def convert_lerobot(source: str | Path, target: str | Path, *, camera_key: str |
     """Write ``target/episodes.jsonl`` (and ``target/frames/<episode_id>/*.png``) from the LeRobot
     data set at ``source``; a finished conversion with the same inputs is reused.
 
-    :param camera_key: the video feature whose frames are written; ``None``: the first one.
+    :param camera_key: the camera (video or image feature) whose frames are written; ``None``: the first one.
     :param subtask_column: the per-frame label column; its runs become the segments' ``action_text``.
     :param skill_column: a per-frame column giving each segment's ``skill`` (the value most frames
         of the run have); ``None``: the skill is the label text.
@@ -43,9 +43,9 @@ def convert_lerobot(source: str | Path, target: str | Path, *, camera_key: str |
 
     source, target = Path(source).expanduser(), Path(target).expanduser()
     dataset = LeRobotDataset(source, [camera_key] if camera_key else None)
-    if not dataset.video_keys:
-        raise UserError(f"{source}: the data set has no video feature; expected at least one camera")
-    camera = camera_key or dataset.video_keys[0]
+    if not dataset.camera_keys:
+        raise UserError(f"{source}: the data set has no camera (video or image feature); expected at least one")
+    camera = camera_key or dataset.camera_keys[0]
     if not dataset.episodes:
         raise UserError(f"{source}: the data set has no episodes")
     if fps is not None and not 0 < fps <= dataset.fps:

@@ -30,9 +30,9 @@ class LeRobotStore(TrajectoryStore):
 
         self.root = Path(root)
         source = LeRobotDataset(self.root, [camera_key] if camera_key else None)
-        if not source.video_keys:
-            raise UserError(f"{source.info_path}: no video features; a trajectory store needs a camera")
-        self.camera = camera_key or source.video_keys[0]
+        if not source.camera_keys:
+            raise UserError(f"{source.info_path}: no camera (video or image feature); a trajectory store needs one")
+        self.camera = camera_key or source.camera_keys[0]
         self.progress_column = progress_column
         tasks = source.tasks()
         last = self._last_progress(source) if progress_column in source.features else {}
