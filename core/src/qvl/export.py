@@ -73,10 +73,9 @@ def export_run(host: Any, run_dir: str | Path, out: str | Path, *, checkpoint: s
 
 def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder: Path, adapter: bool,
            step: int | None) -> None:
-    from safetensors.torch import save_file
+    import shutil
 
     from qvl.config import to_toml
-    from qvl.runner.assembly import build_head
     from qvl.runner.checkpoint import restore_config
 
     settings = config.backbone
@@ -87,7 +86,6 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
     loading = restore_config(attrs.evolve(config, backbone=settings), checkpoint)
     backbone = host.call("load_backbone", task=task, config=loading, stage="predict")
     backbone.model.eval()
-    head = build_head(host.call, task, config, backbone, checkpoint)  # before merging: it may read the backbone
 
     model = backbone.model
     is_peft = hasattr(model, "merge_and_unload")
@@ -104,13 +102,13 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
         model.save_pretrained(folder, safe_serialization=True)
     backbone.processor.save_pretrained(folder)
     (folder / CONFIG_NAME).write_text(to_toml(config), encoding="utf-8")
-    if head is not None:
-        weights = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-        save_file(weights, str(folder / HEAD_WEIGHTS))
+    head = (checkpoint / HEAD_WEIGHTS).is_file()  # the checkpoint holds the head's weights as they are exported
+    if head:
+        shutil.copyfile(checkpoint / HEAD_WEIGHTS, folder / HEAD_WEIGHTS)
         (folder / HEAD_INFO).write_text(json.dumps({"task": task.name, "plugin": task.plugin,
                                                     "config": CONFIG_NAME}, indent=1), encoding="utf-8")
     (folder / "README.md").write_text(model_card(task, config, run.path, checkpoint, step, adapter=adapter and is_peft,
-                                                 head=head is not None, base_in_folder=(folder / BASE_MODEL).is_dir()),
+                                                 head=head, base_in_folder=(folder / BASE_MODEL).is_dir()),
                                       encoding="utf-8")
 
 
@@ -237,18 +235,11 @@ def _evaluation_table(run_path: Path) -> list[str]:
         metrics = json.loads(found[-1].read_text())
     except (OSError, ValueError):
         return []
-    rows = []
+    from qvl.runner.evaluation import flatten_metrics
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, bool):
-            return
-        if isinstance(value, (int, float)):
-            rows.append((prefix, value))
-        elif isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-
-    walk("", metrics)
+    if not isinstance(metrics, dict):
+        return []
+    rows = [(name.removeprefix("eval/"), value) for name, value in flatten_metrics(metrics, "eval").items()]
     if not rows:
         return []
     table = [f"Split `{found[-1].parent.name}` (`{found[-1].relative_to(run_path)}`):", "", "| metric | value |",

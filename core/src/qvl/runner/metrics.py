@@ -47,12 +47,13 @@ class MetricsLog:
         record = {"step": step, **values, "elapsed_s": round(time.perf_counter() - self.started, 3)}
         with self.path.open("a", encoding="utf-8") as handle:
             append_record(handle, self.path, record, f"the metrics of step {step}", "a few hundred bytes")
+        named = {key if "/" in key else f"train/{key}": value for key, value in values.items()}
         if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+            for key, value in named.items():
+                self.writer.add_scalar(key, value, step)
             self.writer.flush()  # else events wait up to two minutes in memory, lost to a kill -9
         if self.trackers is not None:
-            self.trackers.log(step, values)
+            self.trackers.log(step, named)
 
     def close(self) -> None:
         if self.writer is not None:

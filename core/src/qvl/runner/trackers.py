@@ -107,9 +107,9 @@ class Trackers:
         write_json(self.ids_path, ids, indent=1)
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        named = {key if "/" in key else f"train/{key}": value for key, value in values.items()}
+        """``values`` named as in TensorBoard (``train/loss``, ``val/...``)."""
         for _, tracker in self.active:
-            tracker.log(named, step=step)
+            tracker.log(values, step=step)
 
     def log_pictures(self, paths: list[Path], step: int) -> None:
         """PNGs a person would look at (the loss curve, validation charts), where the tracker takes them."""
