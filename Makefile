@@ -57,7 +57,7 @@ test: setup
 # the same with every requirement at the lowest version the distributions allow (name>=X -> X):
 # shows that the floors they declare are true; slower (older wheels to fetch), not part of CI
 test-floors: setup
-	$(BIN)/python scripts/isolated_check.py --floors --torch-base $(TORCH_VENV) --python $(PYTHON) --work .isolated/floors
+	$(BIN)/python scripts/isolated_check.py --floors --torch-base $(TORCH_VENV) --python $(PYTHON) --work .isolated-floors
 
 # every test at once in the development environment: quicker while iterating, blind to a
 # dependency that only another distribution brings
@@ -81,4 +81,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_vla_flow_async.py
 
 clean:
-	rm -rf $(VENV) $(TORCH_VENV) .isolated runs
+	rm -rf $(VENV) $(TORCH_VENV) .isolated .isolated-floors runs

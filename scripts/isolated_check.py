@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("grasp", "reward", "vqa", "segment", "vla_flow")
+MARKER = ".isolated-check"  # in --work: this script made the folder, so it may replace what is inside
 
 
 class CheckFailed(Exception):
@@ -170,7 +171,7 @@ def check_plugin(plugin: str, core_wheel: Path, work: Path, python: str, torch_s
     if not counts.get("passed"):
         raise CheckFailed(f"pytest ran no test of plugins/{plugin}/tests")
     timings["tests"] = time.perf_counter() - start
-    timings.update({f"tests {word}": number for word, number in counts.items() if word != "in"})
+    timings.update({f"tests {word}": number for word, number in counts.items()})
 
     # the README's commands on the committed example, in an empty folder with an empty cache
     start = time.perf_counter()
@@ -206,7 +207,11 @@ def main() -> int:
         parser.error(f"unknown plugins {unknown}; choose among {', '.join(PLUGINS)}")
 
     work = args.work.resolve()
+    # environments and copies under --work are removed and rebuilt: only in a folder this script made
+    if work.is_dir() and any(work.iterdir()) and not (work / MARKER).is_file():
+        parser.error(f"--work {work}: a non-empty folder this script did not make; choose another")
     (work / "dist").mkdir(parents=True, exist_ok=True)
+    (work / MARKER).touch()
     torch_site = site_packages(args.torch_base / "bin" / "python")
     core_wheel = build_wheel(ROOT / "core", work / "dist", work / "core.log")
     failed, passed = [], 0

@@ -42,3 +42,14 @@ def test_the_closing_counts_of_pytest_are_read():
     assert isolated_check.test_counts("...\n100 passed, 2 skipped in 88.97s (0:01:28)\n") == {
         "passed": 100, "skipped": 2}
     assert isolated_check.test_counts("no tests ran in 0.01s") == {}
+
+
+def test_a_work_folder_the_script_did_not_make_is_refused_untouched(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "notes.txt").write_text("mine")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "isolated_check.py"), "--torch-base", str(tmp_path),
+                           "--work", str(tmp_path), "grasp"], capture_output=True, text=True)
+    assert done.returncode == 2 and "a non-empty folder this script did not make" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
