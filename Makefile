@@ -27,7 +27,7 @@ $(STAMP): $(TORCH_STAMP) core/pyproject.toml $(PLUGINS:%=%/pyproject.toml) Makef
 	$(TORCH_VENV)/bin/python -c '$(PURELIB)' > "$$($(BIN)/python -c '$(PURELIB)')/qvl_torch_base.pth"
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet -e "./core[lerobot,quantization,tensorboard,test]" $(PLUGINS:%=-e ./%) \
-		-e "./plugins/vla_flow[sim]" "pytest-xdist>=3.5" "deptry>=0.25" "mlflow-skinny>=3"  # mlflow: core/tests/test_trackers.py
+		-e "./plugins/vla_flow[sim]" "pytest-xdist>=3.5" "deptry>=0.25" "mlflow-skinny>=3" "wandb>=0.19"  # core/tests/test_trackers.py
 	touch $(STAMP)
 
 setup: system-packages $(STAMP)

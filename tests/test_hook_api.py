@@ -45,7 +45,7 @@ def test_hook_register_tasks_of_api4_plugins_limits_each_task_to_its_owner_and_a
 
 def test_plugins_lists_each_plugins_hook_api_and_extensions(run_qvl, legacy_site):
     described = json.loads(run_qvl("plugins", site=legacy_site).stdout)
-    assert described["hook_api_version"] == 4
+    assert described["hook_api_version"] == 5
     by_name = {p["name"]: p for p in described["plugins"]}
     assert by_name["qvl.colors"]["hook_api"] == 4 and by_name["brightness_api3"]["hook_api"] == 3
     assert by_name["colors_extra4"]["extends"] == ["colors"] and by_name["colors_extra4"]["tasks"] == []
@@ -61,7 +61,7 @@ def test_a_plugin_needing_a_newer_hook_api_is_refused_with_a_clear_load_error(ru
     assert result.returncode == 0, result.stderr  # the other plugins keep working
     assert "brightness" in {t["name"] for t in json.loads(result.stdout)}
     assert "plugin 'future' failed to load" in result.stderr
-    assert "needs qvl hook API 99" in result.stderr and "provides API 4" in result.stderr
+    assert "needs qvl hook API 99" in result.stderr and "provides API 5" in result.stderr
     assert "upgrade qvl-core" in result.stderr
     described = json.loads(run_qvl("plugins", site=legacy_site).stdout)
     assert "future" not in {p["name"] for p in described["plugins"]}
@@ -77,6 +77,8 @@ def test_a_malformed_hook_api_declaration_is_that_plugins_load_error():
         _checked_hook_api("p", Declares())
     Declares.QVL_HOOK_API = 4
     assert _checked_hook_api("p", Declares()) == 4
+    Declares.QVL_HOOK_API = 5  # answer_constraint; dispatched as API 4 is
+    assert _checked_hook_api("p", Declares()) == 5
     assert _checked_hook_api("p", object()) == 3
 
 
@@ -116,7 +118,8 @@ def test_hook_decode_replaced_and_evaluate_wrapped_by_a_declared_api4_extension(
     assert host.tasks["colors"].plugin == "qvl.colors"
 
 
-def test_an_api4_plugin_object_that_is_not_hashable_is_left_out_of_other_tasks():
+@pytest.mark.parametrize("api", [4, 5])  # API 5 adds a hook and dispatches as API 4 does
+def test_an_api4_plugin_object_that_is_not_hashable_is_left_out_of_other_tasks(api):
     import attrs
 
     from qvl import hookimpl
@@ -133,6 +136,7 @@ def test_an_api4_plugin_object_that_is_not_hashable_is_left_out_of_other_tasks()
             return "not yours"
 
     host = load_plugins()
+    Stranger.QVL_HOOK_API = api
     stranger = Stranger()
     host.pm.register(stranger, name="stranger")
     assert host.call("build_head", task=host.task("colors"), config=None, backbone=None, required=False) is None

@@ -31,7 +31,7 @@ def test_the_wheel_carries_templates_entry_points_and_runs(tmp_path):
     # the built-in task comes from the wheel (entry-point plugins of the test venv left out)
     tasks = subprocess.run([sys.executable, "-m", "qvl", "tasks"], env={**env, "QVL_LOAD_PLUGINS": ""},
                            capture_output=True, text=True, check=True)
-    assert [t["name"] for t in json.loads(tasks.stdout)] == ["colors"]
+    assert [t["name"] for t in json.loads(tasks.stdout)] == ["colors", "sft"]
 
 
 @pytest.mark.parametrize("plugin", ["grasp", "reward", "vqa", "segment", "vla_flow"])

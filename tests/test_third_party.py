@@ -55,7 +55,7 @@ def test_a_broken_plugin_does_not_stop_the_others(run_qvl, plugin_site):
 def test_load_plugins_env_selects_by_entry_point_or_distribution_name(run_qvl, plugin_site):
     only = run_qvl("plugins", site=plugin_site, env={"QVL_LOAD_PLUGINS": "qvl-brightness"})
     names = [p["name"] for p in json.loads(only.stdout)["plugins"]]
-    assert names == ["qvl.backbone", "qvl.validation", "qvl.colors", "brightness"]
+    assert names == ["qvl.backbone", "qvl.validation", "qvl.colors", "qvl.sft", "brightness"]
     none = run_qvl("plugins", site=plugin_site, env={"QVL_LOAD_PLUGINS": ""})
     assert json.loads(none.stdout)["errors"] == []
 

@@ -119,3 +119,59 @@ def test_a_checkpoints_sampling_settings_give_way_to_greedy_decoding(tmp_path):
     shipped.save_pretrained(tmp_path)  # transformers refuses do_sample=False beside a temperature
     saved = GenerationConfig.from_pretrained(tmp_path)
     assert saved.do_sample is False and saved.temperature is None and saved.top_k is None
+
+
+def card_code(card):
+    """The model card's first Python block, the one that loads the model (and decodes under the grammar)."""
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_hook_answer_constraint_is_written_by_export_with_a_card_whose_code_decodes_as_qvl(
+        qvl_host, qvl_run_stage, qvl_quick_run, qvl_run_dir, tmp_path, monkeypatch):
+    import types
+
+    from qvl import hookimpl
+    from qvl.config import load_config
+    from qvl.decoding import Constraint, generate_constrained
+    from qvl.export import export_run
+
+    qvl_run_stage("colors", "train", *qvl_quick_run, "train.steps=1", "task.train_samples=4")
+    plain = export_run(qvl_host, qvl_run_dir, tmp_path / "plain")  # colors answers no answer_constraint
+    assert not (plain / "answer_constraint.json").exists() and "xgrammar" not in (plain / "README.md").read_text()
+
+    settings = load_config(qvl_host.task("colors")).task
+    constraint = Constraint.choices(settings.colors)
+    answers = {"constraint": constraint}
+
+    @hookimpl
+    def answer_constraint(task, config):
+        return answers["constraint"] if task.name == "colors" else None
+
+    name = qvl_host.pm.register(types.SimpleNamespace(answer_constraint=answer_constraint), name="constrains")
+    try:
+        out = export_run(qvl_host, qvl_run_dir, tmp_path / "constrained")
+        answers["constraint"] = "red|blue"
+        with pytest.raises(TypeError, match="returned str, not a qvl.decoding.Constraint"):
+            export_run(qvl_host, qvl_run_dir, tmp_path / "bad")
+    finally:
+        qvl_host.pm.unregister(name=name)
+    assert json.loads((out / "answer_constraint.json").read_text()) == {"kind": "choices",
+                                                                         "source": constraint.source}
+    card = (out / "README.md").read_text()
+    assert "from xgrammar.contrib.hf import LogitsProcessor" in card
+    assert 'grammar = xgrammar.Grammar.from_ebnf(spec["source"])' in card and "def answer(messages, images):" in card
+
+    # the card's code as printed, run in the folder: qvl's grammar, and qvl's constrained greedy answers
+    monkeypatch.chdir(out)
+    code = {}
+    exec(card_code(card), code)
+    assert str(code["grammar"]) == str(constraint.grammar())
+    model, processor = code["model"], code["processor"]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": settings.question}]}]
+    for color in ("red", "blue", "white", "black"):
+        image = Image.new("RGB", (64, 64), color)
+        by_card = code["answer"](messages, [image])
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        batch = dict(processor(text=[text], images=[image], return_tensors="pt"))
+        assert by_card in settings.colors
+        assert [by_card] == generate_constrained(model, processor, batch, constraint, max_new_tokens=256)

@@ -26,6 +26,7 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
     from qwen_vl_utils import process_vision_info
 
     patch_size = int(getattr(processor.image_processor, "patch_size", 14))
+    conversations = [_with_decoded_videos(conversation) for conversation in conversations]
     try:
         images, videos, video_kwargs = process_vision_info(
             list(conversations), return_video_kwargs=True, return_video_metadata=True, image_patch_size=patch_size
@@ -42,6 +43,36 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
         metadata = [_with_frame_numbers(m, part, len(v)) for m, part, v in zip(metadata, _video_parts(conversations), videos)]
         kwargs = {**video_kwargs, "video_metadata": metadata, "do_resize": False}
     return images, videos, kwargs
+
+
+def _with_decoded_videos(conversation: Conversation) -> Conversation:
+    """Video parts naming a local file, as frame lists sampled with PyAV (:mod:`qvl.data.video_frames`:
+    qwen-vl-utils' own readers are not dependencies), at the part's ``fps`` (2) up to its ``max_frames``."""
+    from qvl.data.video_frames import sample_frames
+
+    changed = []
+    for message in conversation:
+        content = message.get("content")
+        if not isinstance(content, list) or not any(_is_video_file(part) for part in content):
+            changed.append(message)
+            continue
+        parts = []
+        for part in content:
+            if _is_video_file(part):
+                sampled = sample_frames(part["video"].removeprefix("file://"), float(part.get("fps", 2.0)),
+                                        int(part.get("max_frames", 768)))
+                part = {key: value for key, value in part.items() if key not in ("fps", "max_frames")}
+                part.update(video=sampled.frames, raw_fps=sampled.native_fps, frames_indices=sampled.indices,
+                            total_num_frames=sampled.total,
+                            sample_fps=len(sampled.indices) * sampled.native_fps / max(1, sampled.total))
+            parts.append(part)
+        changed.append({**message, "content": parts})
+    return changed
+
+
+def _is_video_file(part: Any) -> bool:
+    source = part.get("video") if isinstance(part, dict) else None
+    return isinstance(source, str) and not source.startswith(("http://", "https://", "data:"))
 
 
 def _video_parts(conversations: Sequence[Conversation]) -> list[dict[str, Any]]:

@@ -6,8 +6,11 @@ template and generation config, so that ``AutoModelForImageTextToText.from_pretr
 ``AutoProcessor.from_pretrained(DIR)`` answer as ``qvl run TASK predict`` does, without qvl. A task
 that trains a head (reward, segment, vla_flow) gets it beside the model as ``head.safetensors`` with
 the run's settings in ``qvl_config.toml``; :func:`load_exported` rebuilds the model and the head (the
-head's module comes from the task's plugin, which must be installed). ``README.md`` is a model card:
-the task, the base model, the data, the run's evaluation and how to load it.
+head's module comes from the task's plugin, which must be installed). A task that decodes its answers
+under one grammar (the ``answer_constraint`` hook: grasp) gets it as ``answer_constraint.json``, and
+the card shows how plain transformers decode under it with xgrammar's own transformers integration.
+``README.md`` is a model card: the task, the base model, the data, the run's evaluation and how to
+load it.
 
 The folder is written beside its destination and renamed into place (:func:`qvl.build.build_directory`):
 an existing non-empty folder that qvl did not write is refused, an earlier export replaced.
@@ -28,6 +31,14 @@ CONFIG_NAME = "qvl_config.toml"
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_INFO = "head.json"
 BASE_MODEL = "base_model"  # with adapter=True, the base when it is not a hub id or a folder of its own
+CONSTRAINT_FILE = "answer_constraint.json"  # {"kind": ..., "source": ...} of a qvl.decoding.Constraint
+# xgrammar's grammar of each kind of constraint, built as qvl.decoding.Constraint.grammar builds it
+GRAMMAR_CALLS = {
+    "regex": 'xgrammar.Grammar.from_regex(spec["source"])',
+    "json_schema": 'xgrammar.Grammar.from_json_schema(spec["source"], any_whitespace=False, strict_mode=True)',
+    "choices": 'xgrammar.Grammar.from_ebnf(spec["source"])',
+    "ebnf": 'xgrammar.Grammar.from_ebnf(spec["source"])',
+}
 
 
 def export_run(host: Any, run_dir: str | Path, out: str | Path, *, checkpoint: str | None = None,
@@ -78,6 +89,7 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
     from qvl.config import to_toml
     from qvl.runner.checkpoint import restore_config
 
+    constraint = answer_constraint(host, task, config)
     settings = config.backbone
     if settings.finetune == "qlora" or settings.quantize:
         # a 4-bit base cannot take merged weights: the export holds them in the compute dtype
@@ -107,9 +119,24 @@ def _write(host: Any, task: Any, config: Any, run: Any, checkpoint: Path, folder
         shutil.copyfile(checkpoint / HEAD_WEIGHTS, folder / HEAD_WEIGHTS)
         (folder / HEAD_INFO).write_text(json.dumps({"task": task.name, "plugin": task.plugin,
                                                     "config": CONFIG_NAME}, indent=1), encoding="utf-8")
+    if constraint is not None:
+        (folder / CONSTRAINT_FILE).write_text(json.dumps({"kind": constraint.kind, "source": constraint.source},
+                                                         indent=1), encoding="utf-8")
     (folder / "README.md").write_text(model_card(task, config, run.path, checkpoint, step, adapter=adapter and is_peft,
-                                                 head=head, base_in_folder=(folder / BASE_MODEL).is_dir()),
+                                                 head=head, base_in_folder=(folder / BASE_MODEL).is_dir(),
+                                                 constraint=constraint),
                                       encoding="utf-8")
+
+
+def answer_constraint(host: Any, task: Any, config: Any) -> Any:
+    """The task's answer to the ``answer_constraint`` hook: a :class:`qvl.decoding.Constraint`, or None."""
+    from qvl.decoding import Constraint
+
+    found = host.call("answer_constraint", task=task, config=config, required=False)
+    if found is not None and not isinstance(found, Constraint):
+        raise TypeError(f"hook 'answer_constraint' of task {task.name!r} returned {type(found).__name__}, "
+                        "not a qvl.decoding.Constraint")
+    return found
 
 
 def greedy(generation_config: Any) -> None:
@@ -175,8 +202,9 @@ def _task_name(folder: Path) -> str:
 
 
 def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: int | None, *, adapter: bool,
-               head: bool, base_in_folder: bool) -> str:
-    """README.md of an export: what the model does, what it was trained from, how it scored, how to load it."""
+               head: bool, base_in_folder: bool, constraint: Any = None) -> str:
+    """README.md of an export: what the model does, what it was trained from, how it scored, how to load it
+    (and with ``constraint``, the task's :class:`qvl.decoding.Constraint`, how to decode under it)."""
     backbone = config.backbone
     tuned = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning",
              "frozen": "frozen backbone"}[backbone.finetune]
@@ -205,7 +233,13 @@ def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: i
     evaluation = _evaluation_table(run_path)
     if evaluation:
         lines += ["## Evaluation", "", *evaluation, ""]
-    lines += ["## Use", "", "```python", "from transformers import AutoModelForImageTextToText, AutoProcessor", ""]
+    lines += ["## Use", "", "```python"]
+    if constraint is not None:
+        lines += ["import json", "from pathlib import Path", "", "import torch", "import xgrammar"]
+    lines.append("from transformers import AutoModelForImageTextToText, AutoProcessor")
+    if constraint is not None:
+        lines.append("from xgrammar.contrib.hf import LogitsProcessor")
+    lines.append("")
     if adapter:
         base = f'"./{BASE_MODEL}"' if base_in_folder else f'"{backbone.name}"'
         lines += ["from peft import PeftModel", "",
@@ -215,8 +249,18 @@ def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: i
     else:
         lines += ['model = AutoModelForImageTextToText.from_pretrained(".")  # this folder',
                   'processor = AutoProcessor.from_pretrained(".")']
+    if constraint is not None:
+        lines += _constrained_answer_lines(constraint)
     lines += ["```", "", "Prompts are built with the processor's chat template (`processor.apply_chat_template`), as "
               "qvl builds them; qvl decodes greedily."]
+    if constraint is not None:
+        lines += ["", f"qvl decodes this task's answers under a grammar, `{CONSTRAINT_FILE}` (`kind`: regex, "
+                  "json_schema, choices or ebnf, as `qvl.decoding.Constraint`; `source`: its text for xgrammar). "
+                  "Without it greedy answers can leave the task's answer language and differ from qvl's. "
+                  "`answer(messages, images)` decodes under it with xgrammar's transformers integration "
+                  "(`pip install xgrammar`) and stops at `<|im_end|>`, as `qvl run "
+                  f"{task.name} predict` does; build `messages` as the task builds its prompts (their "
+                  f"settings are in `{CONFIG_NAME}`)."]
     if head:
         lines += ["", f"The task's head is `{HEAD_WEIGHTS}` (safetensors); with qvl-core and the task's plugin "
                   "installed:", "", "```python", "from qvl.export import load_exported", "",
@@ -224,6 +268,31 @@ def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: i
                   "```"]
     lines += ["", "Written by `qvl export`."]
     return "\n".join(lines) + "\n"
+
+
+def _constrained_answer_lines(constraint: Any) -> list[str]:
+    """The card's code that compiles the task's grammar and decodes under it (mirrors qvl.decoding)."""
+    return [
+        "",
+        f"# the grammar qvl decodes this task's answers under ({CONSTRAINT_FILE})",
+        f'spec = json.loads(Path("{CONSTRAINT_FILE}").read_text())  # {{"kind": "{constraint.kind}", "source": ...}}',
+        f"grammar = {GRAMMAR_CALLS[constraint.kind]}",
+        'im_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")  # every answer ends with it',
+        "tokenizer_info = xgrammar.TokenizerInfo.from_huggingface(",
+        "    processor.tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0],  # the logits' width",
+        "    stop_token_ids=[im_end])",
+        "compiled = xgrammar.GrammarCompiler(tokenizer_info).compile_grammar(grammar)",
+        "",
+        "",
+        "def answer(messages, images):",
+        '    """The greedy answer to one chat, inside the grammar."""',
+        "    text = processor.apply_chat_template(messages, add_generation_prompt=True)",
+        '    inputs = processor(text=[text], images=images, return_tensors="pt").to(model.device)',
+        "    with torch.no_grad():",
+        "        out = model.generate(**inputs, do_sample=False, max_new_tokens=256, eos_token_id=im_end,",
+        "                             logits_processor=[LogitsProcessor(compiled)])  # a new one per call",
+        '    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)',
+    ]
 
 
 def _evaluation_table(run_path: Path) -> list[str]:

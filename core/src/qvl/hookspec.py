@@ -7,10 +7,11 @@ Conventions, as in pytest's ``hookspec.py``:
   added in later versions without breaking existing plugins (hooks are only ever added to, never
   removed or renamed; ``HOOK_API_VERSION`` counts additions).
 * **Ownership (hook API 4).** A plugin says which hook API it was written for with a module-level
-  ``QVL_HOOK_API = 4`` (an attribute of a plugin object works too). For such a plugin the core
-  calls a task-level hook (every hook with a ``task`` argument) only on the plugin that registered
-  the task through :func:`register_tasks`, on the plugins that declared ``extend(task_name)``
-  there, and on the core's built-in defaults: no implementation needs to check ``task.name``.
+  ``QVL_HOOK_API = 4`` or later (an attribute of a plugin object works too; API 5 dispatches as 4
+  does, it only adds a hook). For such a plugin the core calls a task-level hook (every hook
+  with a ``task`` argument) only on the plugin that registered the task through
+  :func:`register_tasks`, on the plugins that declared ``extend(task_name)`` there, and on the
+  core's built-in defaults: no implementation needs to check ``task.name``.
   Every task-level hook but ``prepare_backbone`` is ``firstresult``; the first non-None answer
   wins. To *replace* one hook of someone else's task, ``extend("their-task")`` and implement the
   hook with ``@qvl.hookimpl(tryfirst=True)``; to *wrap* it, use ``@qvl.hookimpl(wrapper=True)``
@@ -24,7 +25,12 @@ Conventions, as in pytest's ``hookspec.py``:
   :func:`uses_backbone`, :func:`param_groups`, :func:`validate`, task stages and ``stage``
   values beyond train/eval/predict. API 4: owner-only dispatch (``QVL_HOOK_API``), the
   ``extend`` argument of :func:`register_tasks`, :class:`qvl.samples.Samples` and the ``info``
-  argument of :func:`evaluate` and :func:`report_predictions`.
+  argument of :func:`evaluate` and :func:`report_predictions`. API 5: :func:`answer_constraint`.
+* **Hooks newer than a plugin's core.** A plugin that implements a hook its installed core does
+  not know yet marks it ``@qvl.hookimpl(optionalhook=True)``: the core's loader runs pluggy's
+  ``check_pending``, which reports any other unknown hook as a misspelling and leaves the plugin
+  out. An older core then ignores the hook, and the plugin may keep the lower ``QVL_HOOK_API`` of
+  everything else it uses (grasp implements :func:`answer_constraint` with ``QVL_HOOK_API = 4``).
 * Heavy imports (torch, transformers) belong inside hook bodies, never at a plugin module's top
   level: ``qvl --help``, ``qvl tasks`` and ``qvl plugins`` import every plugin.
 """
@@ -42,10 +48,11 @@ if TYPE_CHECKING:
 
     from qvl.backbone import Backbone
     from qvl.config import RunConfig
+    from qvl.decoding import Constraint
     from qvl.report import EvalResult
     from qvl.task import Task
 
-HOOK_API_VERSION = 4
+HOOK_API_VERSION = 5
 
 hookspec = pluggy.HookspecMarker("qvl")
 
@@ -317,4 +324,23 @@ def report_predictions(
     :param info: the split's ``info`` (see :func:`evaluate`; added in API 4).
     :returns: a JSON-serialisable summary, saved as ``summary.json`` and printed, or ``None``.
         Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def answer_constraint(task: Task, config: RunConfig) -> Constraint | None:
+    """The constraint the task's answers are decoded under, when it is the same for every prompt
+    (added in API 5).
+
+    ``qvl export`` writes it beside the model as ``answer_constraint.json`` (``{"kind": ...,
+    "source": ...}``) and the model card shows how plain transformers decode under it with
+    xgrammar, so that the exported model answers as ``qvl run TASK predict`` does. Optional: a task
+    that decodes without a constraint, or with one per prompt, leaves it unanswered, and the export
+    carries no constraint.
+
+    :param task: the task being exported.
+    :param config: the run's effective configuration (a task may constrain only when its
+        settings say so).
+    :returns: a :class:`qvl.decoding.Constraint` (the one the task's ``decode`` passes to
+        :func:`qvl.decoding.generate_constrained`), or ``None``. Stops at the first non-None result.
     """

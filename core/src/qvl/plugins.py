@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = {
     "qvl.backbone": "qvl.backbone.hooks",
     "qvl.validation": "qvl.runner.validation",
     "qvl.colors": "qvl.builtin.colors",
+    "qvl.sft": "qvl.builtin.sft.plugin",
 }
 
 

@@ -17,13 +17,12 @@ def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
 
 
-def not_with(other: str) -> Any:
-    """A validator: this setting and ``other`` exclude each other (both set is refused, naming both)."""
+def not_with(other: str, why: str = "both say where the data comes from") -> Any:
+    """A validator: this setting and ``other`` exclude each other (both set is refused, naming both and ``why``)."""
 
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value and getattr(instance, other):
-            raise ValueError(f"'{attribute.name}' must be empty when '{other}' is set (both say where the data "
-                             "comes from): set one of them")
+            raise ValueError(f"'{attribute.name}' must be empty when '{other}' is set ({why}): set one of them")
 
     return check
 

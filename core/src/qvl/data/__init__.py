@@ -10,6 +10,8 @@
   :func:`image_folder`, :func:`load_rgb`, :func:`is_image_file`.
 * JSON Lines (:mod:`qvl.data.jsonl`): :func:`read_objects`, :func:`read_lines` and
   :class:`JsonLine`, whose errors name the file, the line and the field.
+* conversation files (:mod:`qvl.data.conversations`): :func:`read_conversations` of LLaMA-Factory,
+  ShareGPT and OpenAI-style JSON / JSON Lines into :class:`ConversationRow` s in Qwen-VL's format.
 * atomic writes (:mod:`qvl.data.atomic`): :func:`write_json`, :func:`write_jsonl`, :func:`write_text`.
 * synthetic data sets (:mod:`qvl.data.synthetic`): :func:`settings_fingerprint` of the task's
   ``[task.synthetic]`` config class, which is the generator's spec.
@@ -18,6 +20,7 @@ Importing it imports neither torch nor numpy.
 """
 
 from qvl.data.atomic import write_json, write_jsonl, write_text
+from qvl.data.conversations import ConversationRow, read_conversations
 from qvl.data.digest import digest, files_fingerprint
 from qvl.data.images import IMAGE_SUFFIXES, image_files, image_folder, is_image_file, load_rgb
 from qvl.data.jsonl import JsonLine, read_lines, read_objects
@@ -27,6 +30,7 @@ from qvl.data.synthetic import settings_fingerprint
 __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
+    "ConversationRow",
     "JsonLine",
     "assign_split",
     "check_fractions",
@@ -38,6 +42,7 @@ __all__ = [
     "image_folder",
     "is_image_file",
     "load_rgb",
+    "read_conversations",
     "read_lines",
     "read_objects",
     "settings_fingerprint",

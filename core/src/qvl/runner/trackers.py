@@ -81,12 +81,15 @@ class Trackers:
     def _make(name: str, tracker_class: Any, run_path: Path, experiment: str, previous_id: str | None) -> Any:
         if name == "mlflow":
             return tracker_class(experiment_name=experiment, run_name=run_path.name, run_id=previous_id)
+        # accelerate's WandBTracker and TrackioTracker take the *project* first (wandb.init(project=...)
+        # and trackio.init(project=...)); the run's name is a keyword
         if name == "wandb":
-            kwargs = {"project": experiment, "dir": str(run_path)}
+            kwargs: dict[str, Any] = {"name": run_path.name, "dir": str(run_path)}
             if previous_id:
                 kwargs.update(id=previous_id, resume="allow")
-            return tracker_class(run_path.name, **kwargs)
-        return tracker_class(run_path.name, project=experiment)
+            return tracker_class(experiment, **kwargs)
+        # trackio finds a run to resume by its name within the project
+        return tracker_class(experiment, name=run_path.name, resume="allow" if previous_id else "never")
 
     def _previous_ids(self) -> dict[str, str]:
         try:
@@ -101,7 +104,9 @@ class Trackers:
         ids = {}
         for name, tracker in self.active:
             run = tracker.tracker
-            identifier = getattr(getattr(run, "info", None), "run_id", None) or getattr(run, "id", None)
+            # MLflow's run id, W&B's run id, trackio's run name (how each resumes a run)
+            identifier = (getattr(getattr(run, "info", None), "run_id", None) or getattr(run, "id", None)
+                          or getattr(run, "name", None))
             if isinstance(identifier, str):
                 ids[name] = identifier
         write_json(self.ids_path, ids, indent=1)

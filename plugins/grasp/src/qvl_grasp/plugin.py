@@ -65,6 +65,17 @@ def decode(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch:
     return decode_batch(config.task, backbone, batch)
 
 
+# optionalhook: a core before hook API 5 has no answer_constraint spec, and its plugin loader runs
+# pluggy's check_pending, which drops a plugin with an unknown hook that is not marked optional. So
+# marked, the hook is ignored there and grasp keeps QVL_HOOK_API = 4: nothing else it uses is newer.
+@qvl.hookimpl(optionalhook=True)
+def answer_constraint(task: qvl.Task, config: qvl.RunConfig) -> Any:
+    """The answer grammar ``decode`` uses, for ``qvl export`` (none when ``task.constrained`` is off)."""
+    from qvl_grasp.grammar import grasp_constraint
+
+    return grasp_constraint() if config.task.constrained else None
+
+
 @qvl.hookimpl
 def evaluate(task: qvl.Task, config: qvl.RunConfig, predictions: list[dict], dataset: Any,
              out_dir: Path) -> qvl.EvalResult | None:
