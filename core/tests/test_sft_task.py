@@ -115,8 +115,10 @@ def test_at_most_one_answer_constraint_and_a_bad_schema_is_named(qvl_run_stage):
         qvl_run_stage("sft", "train", "task.choices=['a']", "task.regex=a+")
     from qvl.builtin.sft.settings import SftConfig, answer_constraint
 
-    with pytest.raises(UserError, match="task.json_schema: not valid JSON"):
+    with pytest.raises(UserError, match=r"task.json_schema = '\{oops': invalid json_schema constraint: not JSON"):
         answer_constraint(SftConfig(json_schema="{oops"))
+    with pytest.raises(UserError, match=r"task.json_schema = 'no/such.json': neither inline JSON nor a readable file"):
+        answer_constraint(SftConfig(json_schema="no/such.json"))
     assert answer_constraint(SftConfig(json_schema='{"type": "object"}')).kind == "json_schema"
     assert answer_constraint(SftConfig()) is None
 
@@ -178,3 +180,9 @@ def test_a_video_row_samples_frames_at_the_configured_rate(qvl_tiny_backbone, tm
     (broken := tmp_path / "broken.mp4").write_bytes(b"nope")
     with pytest.raises(UserError, match="broken.mp4: cannot read this video"):
         sample_frames(broken, fps=2.0, max_frames=8)
+
+
+def test_a_bad_constraint_fails_before_training(qvl_run_stage, qvl_quick_run, qvl_run_dir):
+    with pytest.raises(UserError, match=r"invalid regex constraint '\[0-9'"):
+        qvl_run_stage("sft", "train", *qvl_quick_run, *SMALL, "task.regex=[0-9")
+    assert not list(qvl_run_dir.glob("checkpoints/*"))

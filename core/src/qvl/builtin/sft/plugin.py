@@ -58,7 +58,10 @@ def build_dataset(config: RunConfig, split: str) -> Any:
 @hookimpl
 def build_collator(config: RunConfig, backbone: Backbone, stage: str) -> Any:
     from qvl.builtin.sft.collate import collator
+    from qvl.builtin.sft.settings import answer_constraint as configured
 
+    if stage == "train":
+        configured(config.task)  # a bad regex or schema fails now, not at the first evaluation
     return collator(config.task, backbone.processor, training=stage == "train")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -65,22 +64,18 @@ def answer_constraint(settings: SftConfig) -> Any:
     if settings.regex:
         return Constraint.regex(settings.regex)
     if settings.json_schema:
-        return Constraint.json_schema(_schema(settings.json_schema))
+        try:
+            return Constraint.json_schema(_schema_text(settings.json_schema))
+        except UserError as exc:  # the schema's own error, said of the setting that holds it
+            raise UserError(f"task.json_schema = {settings.json_schema!r:.80}: {exc}") from None
     return None
 
 
-def _schema(value: str) -> dict[str, Any]:
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"task.json_schema = {value!r}: neither inline JSON nor a readable file ({exc})") from None
+def _schema_text(value: str) -> str:
+    """The schema's JSON: ``value`` itself when it is inline JSON, else the file it names."""
+    if value.lstrip().startswith("{"):
+        return value
     try:
-        schema = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"task.json_schema: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(schema, dict):
-        raise UserError(f"task.json_schema: expected a JSON object (a JSON schema), got {type(schema).__name__}")
-    return schema
+        return Path(value).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"neither inline JSON nor a readable file ({exc})") from None
