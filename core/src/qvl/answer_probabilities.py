@@ -12,9 +12,11 @@ The answers' token sequences form a trie. At each node the model's next-token lo
 renormalised over the node's children, exactly the masking of a grammar whose language is the
 answer set, so ``P(answer)`` is the product of those choices and the greedy answer is the path of
 the largest ones. A node with one child costs nothing; the others need the logits after the prompt
-and the node's tokens. One teacher-forced forward of the prompt plus a deepest branching node's
-tokens gives the logits of every node on its path, so a progress answer set ("0".."100": branching
-at the root, "1".."9" and "10") takes 9 such paths, run as one forward of 9 copies of the batch.
+and the node's tokens. The prompt runs once (its images and all), keeping its key/value cache; the
+deepest branching nodes' tokens then continue from that cache, every path of every row in one
+short forward, and give the logits of every node on their way. A progress answer set ("0".."100":
+branching at the root, "1".."9" and "10") takes 9 paths of at most 2 tokens after one prefill, the
+cost of a few greedy decoding steps (it used to run the whole prompt 9 times).
 """
 
 from __future__ import annotations
@@ -65,36 +67,44 @@ def _paths_to_run(branching: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
                   if not any(len(other) > len(node) and other[: len(node)] == node for other in branching))
 
 
-def _stacked(batch: dict[str, Any], paths: Sequence[tuple[int, ...]]) -> dict[str, Any]:
-    """The batch once per path, path ``k``'s rows ``k * rows ... (k + 1) * rows - 1``, each row with
-    the path appended (prompts are left-padded: they all end at the last column) and right-padded
-    to the longest path. Per-token inputs (``attention_mask``, ``mm_token_type_ids``) are extended;
-    the rest (pixel values, grids) repeated whole, so row ``k * rows + r`` shows row ``r``'s images."""
+def _continuations(paths: Sequence[tuple[int, ...]], rows: int, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """``(input_ids, real)`` of every path for every row, row-major (row ``r``'s paths at
+    ``r * len(paths) ... ``, as ``Cache.batch_repeat_interleave`` lays out the prompt's cache),
+    right-padded to the longest path; ``real`` marks the tokens that are not padding."""
     import torch
 
-    ids = batch["input_ids"]
-    rows, width = ids.shape
     longest = max(len(path) for path in paths)
-    appended = torch.zeros(len(paths), longest, dtype=ids.dtype, device=ids.device)
-    real = torch.zeros(len(paths), longest, dtype=torch.bool, device=ids.device)
+    ids = torch.zeros(len(paths), longest, dtype=dtype, device=device)
+    real = torch.zeros(len(paths), longest, dtype=torch.bool, device=device)
     for k, path in enumerate(paths):
-        appended[k, : len(path)] = torch.tensor(path, dtype=ids.dtype)
+        ids[k, : len(path)] = torch.tensor(path, dtype=dtype)
         real[k, : len(path)] = True
-    stacked: dict[str, Any] = {}
-    for key, value in batch.items():
-        if not torch.is_tensor(value):
-            stacked[key] = value
-        elif key == "input_ids" or tuple(value.shape) == (rows, width):
-            tail = (appended if key == "input_ids" else real if key == "attention_mask"
-                    else torch.zeros(len(paths), longest, dtype=torch.long, device=ids.device))
-            tail = tail.to(value.dtype).repeat_interleave(rows, dim=0)
-            stacked[key] = torch.cat([value.repeat(len(paths), 1), tail], dim=1)
-        else:
-            stacked[key] = torch.cat([value] * len(paths), dim=0)
-    for key, value in batch.items():
-        if isinstance(value, list):  # per-image or per-video values a processor left as a list
-            stacked[key] = value * len(paths)
-    return stacked
+    return ids.repeat(rows, 1), real.repeat(rows, 1)
+
+
+def _prefill(trunk: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The prompt's last hidden states and its key/value cache, read once.
+
+    Returns the position of each row's first continuing token, ``[rows, 1]``. Qwen-VL's multimodal
+    rotary positions number a prompt with images from its first real token (padding skipped) and
+    let images advance the count by less than their token count; the model records each row's
+    ``rope_deltas`` (last position + 1 - real tokens) while it reads the prompt, so text that
+    continues it starts at ``real tokens + delta``. A prompt without images or videos is numbered
+    by column, padding included: it continues at its width."""
+    import torch
+
+    if hasattr(trunk, "rope_deltas"):
+        trunk.rope_deltas = None  # a value left by an earlier call must not stand in for this prompt's
+    out = trunk(**batch, use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]  # named "cache" from transformers 5.2x
+    ids = batch["input_ids"]
+    deltas = getattr(trunk, "rope_deltas", None)
+    if deltas is None:
+        start = torch.full((ids.shape[0], 1), ids.shape[1], dtype=torch.long, device=ids.device)
+    else:
+        real = batch.get("attention_mask", torch.ones_like(ids)).sum(dim=1, keepdim=True)
+        start = real.to(torch.long) + deltas.to(device=ids.device, dtype=torch.long)
+    return out.last_hidden_state, cache, start
 
 
 def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
@@ -109,8 +119,8 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
         another).
     :returns: per row, ``{answer: probability}``; the probabilities of a row sum to 1.
 
-    The batch runs once per branching path in a single forward (rows x paths sequences), so its
-    activations take that many times a prompt forward's memory: on large images, smaller batches.
+    The prompt runs once; its key/value cache is then copied once per branching path (rows x paths
+    copies, the memory of that many prompts' caches, not of their activations).
     """
     import torch
 
@@ -137,16 +147,28 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
     # the logits of ``tokens`` after each branching node, for every row: [rows, len(tokens)]
     logits_at: dict[tuple[int, ...], Any] = {}
     paths = _paths_to_run(branching)
-    width = int(batch["input_ids"].shape[1])
+    ids = batch["input_ids"]
+    width = int(ids.shape[1])
     with torch.no_grad():
-        # all paths in one forward: a CPU runs one batch of rows x paths far faster than paths batches
-        hidden = trunk(**_stacked(batch, paths)).last_hidden_state
-        for k, path in enumerate(paths):
-            # the prompt's last position and each of the path's tokens
-            at = hidden[k * rows: (k + 1) * rows, width - 1: width + len(path)]
-            logits = (at.to(weight.dtype) @ weight.T + (0 if bias is None else bias)).float()
-            for depth in range(len(path) + 1):
-                logits_at.setdefault(path[:depth], logits[:, depth])
+        prompt_hidden, cache, start = _prefill(trunk, batch)
+        logits_at[()] = _logits(prompt_hidden[:, -1], weight, bias)
+        if any(paths):
+            # every row's paths continue from the prompt's cache, in one forward of rows x paths short rows
+            count = len(paths)
+            cache.batch_repeat_interleave(count)
+            tail, real = _continuations(paths, rows, ids.device, ids.dtype)
+            prompt_mask = batch.get("attention_mask", torch.ones_like(ids))
+            mask = torch.cat([prompt_mask.repeat_interleave(count, dim=0), real.to(prompt_mask.dtype)], dim=1)
+            columns = torch.arange(width, width + tail.shape[1], device=ids.device)
+            steps = torch.arange(tail.shape[1], device=ids.device)
+            positions = start.repeat_interleave(count, dim=0) + steps[None, :]
+            hidden = trunk(input_ids=tail, attention_mask=mask, position_ids=positions[None].expand(3, -1, -1),
+                           use_cache=True, cache_position=columns, **_cache_argument(trunk, cache)).last_hidden_state
+            for k, path in enumerate(paths):
+                # after each of the path's tokens: the logits of the node it leads to
+                logits = _logits(hidden[k::count, : len(path)], weight, bias)
+                for depth in range(1, len(path) + 1):
+                    logits_at.setdefault(path[:depth], logits[:, depth - 1])
     results = []
     for row, (sequences, children, texts) in enumerate(zip(row_sequences, row_children, answers)):
         # log P(next token | node) over the node's children, for the row's branching nodes
@@ -159,6 +181,19 @@ def answer_probabilities(model: Any, tokenizer: Any, batch: dict[str, Any],
                               for s in sequences], dtype=torch.float64)
         results.append(dict(zip(texts, torch.exp(log_p).tolist())))
     return results
+
+
+def _cache_argument(trunk: Any, cache: Any) -> dict[str, Any]:
+    """``cache=`` where the model takes it (``past_key_values`` is deprecated there), else ``past_key_values=``."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def _logits(hidden: Any, weight: Any, bias: Any) -> Any:
+    """The LM head's logits of the answer tokens only (``weight``: their rows), in float32."""
+    return (hidden.to(weight.dtype) @ weight.T + (0 if bias is None else bias)).float()
 
 
 def greedy_answer(probabilities: dict[str, float], tokenizer: Any) -> str:
