@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_grasp_data.py
 	$(BIN)/python benchmarks/bench_decoding.py
+	$(BIN)/python benchmarks/bench_answer_probabilities.py
 	$(BIN)/python benchmarks/bench_reward_data.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_reward_cached.py
