@@ -102,6 +102,11 @@ def test_a_prompt_without_answer_reads_only_for_predict(tmp_path):
     ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": 3}]},
      r"line 2, field 'messages\[1\].content': expected a string, got 3"),
     ({"prompt": "Hi"}, r"line 2: no 'messages' \(LLaMA-Factory, OpenAI\) or 'conversations' \(ShareGPT\) field"),
+    ({"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "x"}],
+      "images": ["http://example.com/x.png"]},
+     r"line 2, field 'images\[0\]': a web address \(http://example.com/x.png\): qvl reads local files only"),
+    ({"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "x"}],
+      "images": ["sub/../gone.png"]}, r"line 2, field 'images\[0\]': no such file: (?!.*\.\./)\S*/gone.png$"),
 ])
 def test_a_malformed_row_is_one_error_naming_file_line_and_field(tmp_path, row, message):
     Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")

@@ -74,7 +74,8 @@ def test_synthetic_example_trains_evaluates_and_predicts(qvl_run_stage, qvl_quic
     assert predicted.predictions[0]["answer"] in ("red", "blue")  # inside the constraint, trained or not
 
 
-def test_a_users_sharegpt_file_trains_and_evaluates_with_one_command(qvl_run_stage, qvl_quick_run, tmp_path):
+def test_a_users_sharegpt_file_trains_and_evaluates_with_one_command(qvl_run_stage, qvl_quick_run, qvl_run_dir,
+                                                                     tmp_path, monkeypatch, qvl_host):
     (tmp_path / "img").mkdir()
     rows = []
     for index in range(10):
@@ -85,8 +86,12 @@ def test_a_users_sharegpt_file_trains_and_evaluates_with_one_command(qvl_run_sta
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(rows))
     setting = f"task.train_file={str(path)!r}"
-    qvl_run_stage("sft", "train", *qvl_quick_run, setting, "task.val_fraction=0.3", "train.eval_every=0")
-    metrics = qvl_run_stage("sft", "eval", setting, "task.val_fraction=0.3").metrics
+    monkeypatch.chdir(tmp_path)  # named relative to where training runs; saved absolute with the run
+    qvl_run_stage("sft", "train", *qvl_quick_run, "task.train_file=mine.json", "task.val_fraction=0.3",
+                  "train.eval_every=0")
+    assert f'train_file = "{path}"' in (qvl_run_dir / "config.toml").read_text()
+    monkeypatch.chdir(tmp_path / "img")
+    metrics = qvl_run_stage("sft", "eval").metrics  # the run's saved settings, from another folder
     from qvl.builtin.sft.data import split_rows
     from qvl.config import load_config
     from qvl.plugins import load_plugins
@@ -107,6 +112,10 @@ def test_a_users_sharegpt_file_trains_and_evaluates_with_one_command(qvl_run_sta
     predicted = qvl_run_stage("sft", "predict", setting, predict_input=str(asked))
     assert [p["id"] for p in predicted.predictions] == ["ask.jsonl:1", "ask.jsonl:2"]
     assert predicted.metrics["with_reference"] == 1 and predicted.metrics["samples"] == 2
+    from qvl.export import export_run
+
+    card = (export_run(qvl_host, qvl_run_dir, tmp_path / "exported") / "README.md").read_text()
+    assert f"- data: `{path}`" in card
 
 
 def test_at_most_one_answer_constraint_and_a_bad_schema_is_named(qvl_run_stage):

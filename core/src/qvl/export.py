@@ -211,7 +211,9 @@ def model_card(task: Any, config: Any, run_path: Path, checkpoint: Path, step: i
     if backbone.finetune in ("lora", "qlora"):
         tuned += f" (r={backbone.lora.r}, alpha={backbone.lora.alpha}), " + ("kept as a PEFT adapter" if adapter
                                                                            else "merged into the weights")
-    data_dir = getattr(config.task, "data_dir", "") or "the task's synthetic data set (qvl make-data)"
+    task_settings = config.task
+    data_dir = (getattr(task_settings, "repo_id", "") or getattr(task_settings, "train_file", "")
+                or getattr(task_settings, "data_dir", "") or "the task's synthetic data set (qvl make-data)")
     lines = [
         "---",
         "library_name: " + ("peft" if adapter else "transformers"),

@@ -11,7 +11,8 @@ Three layouts are read, detected per row (a file usually holds one), a JSON arra
   the same for videos).
 
 Every row becomes a :class:`ConversationRow` in the Qwen-VL message format that
-:mod:`qvl.chat` takes. Relative media paths resolve against the file's folder and must exist; any
+:mod:`qvl.chat` takes. Relative media paths resolve against the file's folder and must exist (web
+addresses are refused: download the media first; ``data:`` URIs are read); any
 malformed row is one :class:`~qvl.errors.UserError` naming the file, the line (the item, for a JSON
 array) and the field. Written here rather than with ``datasets``: its loaders take these files, but
 neither reports a bad row by line and field nor resolves media paths.
@@ -20,6 +21,7 @@ neither reports a bad row by line and field nor resolves media paths.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,13 +116,19 @@ class _Row:
         return UserError(f"{self.where}, field '{field}': {message}")
 
     def media(self, field: str, value: Any) -> str:
-        """A media reference: an existing file (relative to the data file's folder), a URL or a data URI."""
+        """A media reference: an existing file (relative to the data file's folder) or a ``data:`` URI.
+
+        Web addresses are refused here, not fetched in the middle of a run: qvl reads no network
+        a user did not ask for, and a download failing at step 5,000 would lose the run."""
         if not isinstance(value, str) or not value:
-            raise self.error(field, f"expected a file path or URL, got {value!r:.60}")
-        if value.startswith(("http://", "https://", "data:")):
+            raise self.error(field, f"expected a file path, got {value!r:.60}")
+        if value.startswith("data:"):
             return value
+        if value.startswith(("http://", "https://")):
+            raise self.error(field, f"a web address ({value:.80}): qvl reads local files only; download the "
+                             "media and name its path (relative to this file's folder, or absolute)")
         file = Path(value.removeprefix("file://")).expanduser()
-        file = file if file.is_absolute() else self.path.parent / file
+        file = Path(os.path.normpath(file if file.is_absolute() else self.path.parent.resolve() / file))
         if not file.is_file():
             raise self.error(field, f"no such file: {file}")
         return str(file)

@@ -25,14 +25,21 @@ class SyntheticConfig:
 _ONE_CONSTRAINT = "only one answer constraint can hold"
 
 
+def absolute(value: str) -> str:
+    """A file setting as an absolute path (``~`` expanded); empty stays empty."""
+    return str(Path(value).expanduser().absolute()) if value else value
+
+
 @attrs.define
 class SftConfig:
     """Your own image/video conversations (LLaMA-Factory, ShareGPT or OpenAI messages): masked SFT"""
 
-    # the conversation files (.json array or .jsonl); empty: the synthetic example make-data writes
-    train_file: str = ""
-    val_file: str = ""  # empty with a train_file: val_fraction of its rows, held out by a hash of their id
-    test_file: str = ""
+    # the conversation files (.json array or .jsonl); empty: the synthetic example make-data writes.
+    # Kept absolute, so that a run's saved settings still find them from another folder
+    train_file: str = attrs.field(default="", converter=absolute)
+    # empty with a train_file: val_fraction of its rows, held out by a hash of their id
+    val_file: str = attrs.field(default="", converter=absolute)
+    test_file: str = attrs.field(default="", converter=absolute)
     val_fraction: float = attrs.field(default=0.1, validator=fraction)
     data_dir: str = ""  # where make-data writes the synthetic example (empty: qvl's cache)
     # predict on a folder of images (predict.input = FOLDER): the question asked about each
