@@ -75,15 +75,16 @@ def sample(row: ConversationRow, system: str) -> dict[str, Any]:
             "answer": answer}
 
 
-def training_majority(config: Any) -> str | None:
+def training_majority(training_rows: list[ConversationRow]) -> str | None:
     """The most common last answer of the training rows: the majority baseline's answer."""
-    answers = [row.messages[-1]["content"].strip() for row in split_rows(config, "train")]
+    answers = [row.messages[-1]["content"].strip() for row in training_rows]
     return str(majority_class(answers)) if answers else None
 
 
 def dataset(config: Any, split: str) -> Samples[SftInfo]:
     rows = split_rows(config, split)
-    info = SftInfo(majority=training_majority(config), layouts=tuple(sorted({row.layout for row in rows})))
+    majority = training_majority(rows if split == "train" else split_rows(config, "train"))
+    info = SftInfo(majority=majority, layouts=tuple(sorted({row.layout for row in rows})))
     return Samples([sample(row, config.task.system) for row in rows], info)
 
 
