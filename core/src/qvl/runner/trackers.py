@@ -21,7 +21,6 @@ from qvl.errors import UserError
 # report_to name -> (accelerate.tracking class, the package it needs)
 TRACKERS = {"mlflow": ("MLflowTracker", "mlflow"), "wandb": ("WandBTracker", "wandb"),
             "trackio": ("TrackioTracker", "trackio")}
-REPORT_TO = ("tensorboard", "none", *TRACKERS)
 IDS_FILE = "trackers.json"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +65,23 @@ class SftConfig:
 
 def answer_constraint(settings: SftConfig) -> Any:
     """The :class:`qvl.decoding.Constraint` of ``choices`` / ``regex`` / ``json_schema``, or None."""
+    return _constraint(tuple(settings.choices), settings.regex, settings.json_schema)
+
+
+@functools.lru_cache(maxsize=8)
+def _constraint(choices: tuple[str, ...], regex: str, json_schema: str) -> Any:
+    # cached: decode asks for it every batch, and making one parses the grammar (and reads a schema file)
     from qvl.decoding import Constraint
 
-    if settings.choices:
-        return Constraint.choices(settings.choices)
-    if settings.regex:
-        return Constraint.regex(settings.regex)
-    if settings.json_schema:
+    if choices:
+        return Constraint.choices(list(choices))
+    if regex:
+        return Constraint.regex(regex)
+    if json_schema:
         try:
-            return Constraint.json_schema(_schema_text(settings.json_schema))
+            return Constraint.json_schema(_schema_text(json_schema))
         except UserError as exc:  # the schema's own error, said of the setting that holds it
-            raise UserError(f"task.json_schema = {settings.json_schema!r:.80}: {exc}") from None
+            raise UserError(f"task.json_schema = {json_schema!r:.80}: {exc}") from None
     return None
 
 
