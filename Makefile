@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_grasp_data.py
 	$(BIN)/python benchmarks/bench_decoding.py
 	$(BIN)/python benchmarks/bench_answer_probabilities.py
+	$(BIN)/python benchmarks/bench_padding_free.py
 	$(BIN)/python benchmarks/bench_reward_data.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_reward_cached.py

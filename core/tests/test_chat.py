@@ -132,3 +132,52 @@ def test_padding_side_is_chosen_per_call(qvl_tiny_backbone):
             right["labels"][row][right["labels"][row] != -100].tolist()
     prompts = chat.prompt_batch(processor, [conversation(), conversation(text="A longer one?")], padding_side="right")
     assert prompts["attention_mask"][0, -1] == 0 and processor.tokenizer.padding_side == "right"
+
+
+
+@pytest.mark.parametrize("patch_size", [16, 14])  # Qwen3-VL, Qwen2.5-VL
+@pytest.mark.parametrize("frames, size, kind, shown", [
+    (3, (64, 64), "pil", (64, 64)), (4, (64, 96), "array", (64, 96)), (2, (64, 64), "gray", (64, 64)),
+    (4, (60, 70), "pil", (64, 64)), (5, (90, 120), "pil", None),  # resized; sized by the video pixel rules
+])
+def test_a_frame_list_is_resized_once_as_a_video_file_is(patch_size, frames, size, kind, shown):
+    import numpy as np
+    from qwen_vl_utils.vision_process import fetch_video, smart_resize
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as resize_functions
+
+    from qvl.data.frame_lists import frame_list_video
+
+    rng = np.random.default_rng(frames)
+    pixels = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(frames)]
+    images = [Image.fromarray(p) for p in pixels]
+    video = {"array": pixels, "pil": images, "gray": [i.convert("L") for i in images]}[kind]
+    part = {"type": "video", "video": video, "raw_fps": 10.0}
+    if shown is not None:
+        part.update(resized_height=shown[0], resized_width=shown[1])
+    tensor, metadata = frame_list_video(part, patch_size)
+    rgb = [np.asarray(i.convert("L").convert("RGB")) for i in images] if kind == "gray" else pixels
+    stacked = torch.from_numpy(np.stack(rgb + rgb[-1:] * (frames % 2))).permute(0, 3, 1, 2)
+    factor = 2 * patch_size
+    target = smart_resize(*(shown or size), factor=factor,
+                          **({} if shown else {"min_pixels": 128 * factor ** 2, "max_pixels": 768 * factor ** 2}))
+    assert tensor.shape == (frames + frames % 2, 3, *target) and tensor.dtype == torch.float32
+    if target == size:  # at its size: the frames as they are, not qwen-vl-utils' 2x round trip
+        assert torch.equal(tensor, stacked.float())
+    else:  # one bicubic antialiased resize, what qwen-vl-utils does to a video file's frames
+        once = resize_functions.resize(stacked, list(target), interpolation=InterpolationMode.BICUBIC, antialias=True)
+        assert torch.equal(tensor, once.float())
+    if kind != "array":  # qwen-vl-utils (PIL frames only): the same metadata, and shape where the size is given
+        expected, expected_metadata = fetch_video(part, image_patch_size=patch_size, return_video_metadata=True)
+        assert metadata == expected_metadata and (shown is None or expected.shape == tensor.shape)
+    _, videos, _ = chat._process_vision_info([[{"role": "user", "content": [part]}]], patch_size)
+    assert torch.equal(videos[0][0], tensor)
+
+
+def test_frames_of_mixed_sizes_go_to_qwen_vl_utils():
+    from qvl.data.frame_lists import frame_list_video
+
+    part = {"type": "video", "video": [Image.new("RGB", (64, 64)), Image.new("RGB", (32, 64))]}
+    assert frame_list_video(part, 16) is None
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        frame_list_video({"type": "video", "video": [torch.zeros(4, 4).numpy()]}, 16)

@@ -149,3 +149,13 @@ def test_none_survives_the_saved_toml_round_trip(tmp_path):
     again = load_config(MAP_TASK, base=read_toml(path)[0])
     assert again.task.limit is None and again == config
     assert load_config(MAP_TASK).task.limit == 10
+
+
+def test_padding_free_is_true_false_or_auto(colors_task):
+    assert load_config(colors_task).train.padding_free == "auto"
+    assert load_config(colors_task, overrides=["train.padding_free=true"]).train.padding_free is True
+    assert load_config(colors_task, overrides=["train.num_workers=2"]).train.num_workers == 2
+    (problem,) = problems(colors_task, overrides=["train.padding_free=yes"])
+    assert "train.padding_free" in str(problem) and "true or false or one of 'auto'" in str(problem)
+    (problem,) = problems(colors_task, overrides=["train.num_workers=true"])
+    assert "an integer or one of 'auto'" in str(problem)

@@ -23,14 +23,10 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
     ``"total_num_frames"``: ``qwen_vl_utils`` alone would number them 0, 1, 2... as if no frame had
     been skipped, and Qwen3-VL's timestamps would be wrong for any subsampled clip.
     """
-    from qwen_vl_utils import process_vision_info
-
     patch_size = int(getattr(processor.image_processor, "patch_size", 14))
     conversations = [_with_decoded_videos(conversation) for conversation in conversations]
     try:
-        images, videos, video_kwargs = process_vision_info(
-            list(conversations), return_video_kwargs=True, return_video_metadata=True, image_patch_size=patch_size
-        )
+        images, videos, video_kwargs = _process_vision_info(list(conversations), patch_size)
     except Exception as exc:
         culprit = _unreadable_media(conversations)
         if culprit is None:
@@ -43,6 +39,26 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
         metadata = [_with_frame_numbers(m, part, len(v)) for m, part, v in zip(metadata, _video_parts(conversations), videos)]
         kwargs = {**video_kwargs, "video_metadata": metadata, "do_resize": False}
     return images, videos, kwargs
+
+
+def _process_vision_info(conversations: list[Conversation], patch_size: int) -> tuple[Any, Any, dict]:
+    """``qwen_vl_utils.process_vision_info(..., return_video_kwargs=True, return_video_metadata=True)``, part
+    for part, except that a video given as frames is resized once, as qwen-vl-utils resizes a video
+    file (:mod:`qvl.data.frame_lists`: its frame-list path resizes twice, through a wrong size)."""
+    from qwen_vl_utils.vision_process import extract_vision_info, fetch_image, fetch_video
+
+    from qvl.data.frame_lists import frame_list_video
+
+    images, videos = [], []
+    for part in extract_vision_info(conversations):
+        if "image" in part or "image_url" in part:
+            images.append(fetch_image(part, image_patch_size=patch_size))
+        elif "video" in part:
+            videos.append(frame_list_video(part, patch_size)
+                          or fetch_video(part, image_patch_size=patch_size, return_video_metadata=True))
+        else:
+            raise ValueError("a vision part needs an image, image_url or video")
+    return images or None, videos or None, {"do_sample_frames": False}
 
 
 def _with_decoded_videos(conversation: Conversation) -> Conversation:
@@ -195,15 +211,18 @@ def conversation_batch(processor: Any, conversations: Sequence[Conversation], pa
     return dict(_encode(processor, texts, conversations, padding_side=padding_side))
 
 
-def lm_loss(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+def lm_loss(model: Any, batch: dict[str, Any], *, padding_free: bool | str = False) -> dict[str, Any]:
     """Mean cross-entropy of the labelled tokens, the same number as the model's own loss.
 
     Only the positions that predict a labelled token go through the LM head (``logits_to_keep``):
     with Qwen's 151,936-token vocabulary, the full logits of a batch are hundreds of MB and most
     of a small model's step time, while SFT labels cover a few answer tokens.
+    ``padding_free`` (``True``, ``False`` or ``"auto"``, as the ``train.padding_free`` setting): the rows
+    run packed into one, without their padding (:mod:`qvl.padding_free`; the same loss, to float rounding).
     """
     import torch.nn.functional as F
 
+    batch = _maybe_padding_free(model, batch, padding_free)
     labels = batch["labels"]
     targets = labels[:, 1:]
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
@@ -212,6 +231,14 @@ def lm_loss(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[:, positions].reshape(-1),
                            ignore_index=IGNORE_INDEX)
     return {"loss": loss}
+
+
+def _maybe_padding_free(model: Any, batch: dict[str, Any], setting: bool | str) -> dict[str, Any]:
+    if not setting:
+        return batch
+    from qvl.padding_free import padding_free_batch, use_padding_free
+
+    return padding_free_batch(model, batch) if use_padding_free(model, setting) else batch
 
 
 def single_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -234,7 +261,8 @@ def language_model_parts(model: Any) -> tuple[Any, Any]:
 _language_model_parts = language_model_parts  # the name plugins imported before it was public
 
 
-def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequence[int]) -> dict[str, Any]:
+def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequence[int], *,
+                           padding_free: bool | str = False) -> dict[str, Any]:
     """Cross-entropy of the labelled tokens over ``token_ids`` only: the tokens an answer's grammar
     can emit (digits, ``<|im_end|>``...).
 
@@ -242,8 +270,9 @@ def answer_vocabulary_loss(model: Any, batch: dict[str, Any], token_ids: Sequenc
     softmax would spend the step pushing down ~150,000 tokens the grammar never allows, and with a
     frozen (tied) token embedding it learns far slower. Only the LM head's rows of ``token_ids`` are
     computed, which also skips most of a small model's LM-head cost. Every label must be one of
-    ``token_ids`` (a label outside them is left out of the loss).
+    ``token_ids`` (a label outside them is left out of the loss). ``padding_free`` as in :func:`lm_loss`.
     """
+    batch = _maybe_padding_free(model, batch, padding_free)
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     trunk, _ = language_model_parts(model)
     hidden = trunk(**inputs).last_hidden_state

@@ -102,3 +102,33 @@ def test_the_question_goes_after_the_videos_or_first():
     kinds = [p["type"] if p["type"] != "text" else p["text"][:8] for p in after]
     assert kinds == ["Video 1:", "video", "Video 2:", "video", "Question"]
     assert first[0]["text"].startswith("Question") and [p["type"] for p in first[1:]] == ["text", "video", "text", "video"]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_rows_tokenized_once_give_the_same_batches(backbone, padding_side, tmp_path, monkeypatch):
+    import torch
+
+    from qvl_vqa.encoded_rows import encoded_rows
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path))
+    config = VqaConfig(padding_side=padding_side)
+    items = [item("preference", "2"), item("progress", "75"), item("similarity", "1"), item("progress", "5")]
+    samples = [{"id": str(i), "item": it} for i, it in enumerate(items)]
+    rows = encoded_rows(samples, config, backbone.processor, dataset_fingerprint="test", backbone_name="tiny",
+                        name="vqa-test-rows")
+    assert len(rows) == 4 and list(tmp_path.glob("prepared/vqa-test-rows-*"))
+    plain = TrainCollator(config, backbone.processor)(samples)
+    cached = TrainCollator(config, backbone.processor, rows)(samples)
+    assert set(cached) == set(plain)
+    for key, value in plain.items():
+        assert cached[key].dtype == value.dtype and torch.equal(cached[key], value), key
+    # a sample with no row (a validation batch's) tokenizes the whole batch as before
+    other = {"id": "validation-7", "item": item("progress", "30")}
+    mixed = TrainCollator(config, backbone.processor, rows)([samples[0], other])
+    expected = TrainCollator(config, backbone.processor)([samples[0], other])
+    assert all(torch.equal(mixed[key], expected[key]) for key in expected)
+    # augmentation changes the clips: the rows are not used
+    augmented = VqaConfig(padding_side=padding_side, augment=AugmentConfig(frame_drop=0.5))
+    with_rows = TrainCollator(augmented, backbone.processor, rows)(samples, rng=np.random.default_rng(3))
+    without = TrainCollator(augmented, backbone.processor)(samples, rng=np.random.default_rng(3))
+    assert all(torch.equal(with_rows[key], without[key]) for key in without)

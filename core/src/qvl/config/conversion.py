@@ -80,16 +80,21 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_func(is_literal, struct_literal)
 
-    def is_int_or_choice(tp: Any) -> bool:
+    def is_int_or_choice(tp: Any) -> bool:  # int | Literal["auto"], bool | Literal["auto"]
         args = typing.get_args(tp)
-        return (typing.get_origin(tp) in (typing.Union, types.UnionType) and int in args
-                and all(a is int or typing.get_origin(a) is Literal for a in args))
+        scalars = [a for a in args if a in (int, bool)]
+        return (typing.get_origin(tp) in (typing.Union, types.UnionType) and len(scalars) == 1
+                and all(a in (int, bool) or typing.get_origin(a) is Literal for a in args))
 
     def struct_int_or_choice(value: Any, tp: Any) -> Any:
-        choices = [c for a in typing.get_args(tp) if a is not int for c in typing.get_args(a)]
-        if value in choices or (isinstance(value, int) and not isinstance(value, bool)):
+        scalar = next(a for a in typing.get_args(tp) if a in (int, bool))
+        choices = [c for a in typing.get_args(tp) if a is not scalar for c in typing.get_args(a)]
+        is_bool = isinstance(value, bool)
+        of_scalar = is_bool if scalar is bool else isinstance(value, int) and not is_bool
+        if (value in choices and not is_bool) or of_scalar:
             return value
-        raise ValueError(f"expected an integer or one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        kind = "true or false" if scalar is bool else "an integer"
+        raise ValueError(f"expected {kind} or one of {', '.join(repr(c) for c in choices)}, got {value!r}")
 
     conv.register_structure_hook_func(is_int_or_choice, struct_int_or_choice)
     return conv

@@ -133,6 +133,10 @@ class TrainConfig:
     # DataLoader worker processes (persistent, prefetching); "auto": measured best for this machine
     num_workers: int | Literal["auto"] = attrs.field(default="auto", validator=_workers)
     ddp_find_unused_parameters: bool = False
+    # SFT rows packed into one, without padding, in the tasks that support it (vqa, sft): "auto" packs
+    # where the attention has a variable-length kernel (flash attention); on CPU / sdpa it costs more
+    # than the padding it saves (docs/benchmarks.md)
+    padding_free: bool | Literal["auto"] = "auto"
     # validation during training (0: off); the best checkpoint is kept as checkpoints/best
     eval_every: int = attrs.field(default=0, validator=non_negative)
     eval_split: str = "val"

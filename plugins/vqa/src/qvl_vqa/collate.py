@@ -58,12 +58,12 @@ def video_content(video: Video, config: VqaConfig, frames: np.ndarray | None = N
     frames = video.frames if frames is None else frames
     indices = video.frame_indices if indices is None else indices
     width, height = config.image_size
-    images = [Image.fromarray(frame) for frame in frames]
     size = {"resized_width": width, "resized_height": height}
     if config.multi_image:
-        return [{"type": "image", "image": image, **size} for image in images]
-    return [{"type": "video", "video": images, "raw_fps": video.fps, "frames_indices": shown_frame_numbers(indices),
-             **size}]
+        return [{"type": "image", "image": Image.fromarray(frame), **size} for frame in frames]
+    # the uint8 frames as they are: qvl.chat stacks a clip's frames itself (no PIL round trip)
+    return [{"type": "video", "video": list(frames), "raw_fps": video.fps,
+             "frames_indices": shown_frame_numbers(indices), **size}]
 
 
 def conversation(item: Item, config: VqaConfig, *, with_answer: bool,
@@ -91,11 +91,17 @@ def _items(samples: list[dict[str, Any]] | list[Item]) -> list[Item]:
 
 
 class TrainCollator:
-    """Answer-only SFT batches: every prompt, video and padding token is labelled -100."""
+    """Answer-only SFT batches: every prompt, video and padding token is labelled -100.
 
-    def __init__(self, config: VqaConfig, processor: Any) -> None:
+    ``rows``: the training rows tokenized once (:func:`qvl_vqa.encoded_rows.encoded_rows`), used for
+    batches whose samples all have one (the same batch, without the per-step tokenizing);
+    augmentation changes the clips, so it always tokenizes.
+    """
+
+    def __init__(self, config: VqaConfig, processor: Any, rows: Any = None) -> None:
         self.config = config
         self.processor = processor
+        self.rows = rows
 
     def __call__(self, samples: list[dict[str, Any]], rng: np.random.Generator | None = None) -> dict[str, Any]:
         """``rng``: the runner's generator for this batch (seeded by run seed, rank and sample
@@ -107,6 +113,11 @@ class TrainCollator:
             rng = np.random.default_rng(0)
         conversations = [conversation(item, self.config, with_answer=True, rng=rng if augment else None)
                          for item in _items(samples)]
+        ids = [s.get("id") if isinstance(s, dict) else None for s in samples]
+        if self.rows is not None and not augment and all(i is not None and i in self.rows for i in ids):
+            from qvl_vqa.row_batches import batch_from_rows
+
+            return batch_from_rows([self.rows[i] for i in ids], conversations, self.processor, self.config.padding_side)
         return chat.sft_batch(self.processor, conversations, padding_side=self.config.padding_side)
 
 

@@ -40,7 +40,9 @@ def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone
     from qvl_vqa.collate import PromptCollator, TrainCollator
 
     if stage == "train":
-        return TrainCollator(config.task, backbone.processor)
+        from qvl_vqa.encoded_rows import training_rows
+
+        return TrainCollator(config.task, backbone.processor, training_rows(config, backbone.processor))
     return PromptCollator(config.task, backbone.processor)
 
 
@@ -48,11 +50,13 @@ def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone
 def loss(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, batch: dict[str, Any]) -> dict[str, Any] | None:
     from qvl import chat
 
+    padding_free = config.train.padding_free  # one-clip and two-clip rows: packed where that pays
     if config.task.loss_vocabulary == "full":
-        return chat.lm_loss(backbone.model, batch)
+        return chat.lm_loss(backbone.model, batch, padding_free=padding_free)
     from qvl_vqa.answers import answer_token_ids
 
-    return chat.answer_vocabulary_loss(backbone.model, batch, answer_token_ids(backbone.tokenizer))
+    return chat.answer_vocabulary_loss(backbone.model, batch, answer_token_ids(backbone.tokenizer),
+                                       padding_free=padding_free)
 
 
 @qvl.hookimpl

@@ -66,10 +66,11 @@ def build_collator(config: RunConfig, backbone: Backbone, stage: str) -> Any:
 
 
 @hookimpl
-def loss(backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any]:
+def loss(config: RunConfig, backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any]:
     from qvl import chat
 
-    return chat.lm_loss(backbone.model, batch)  # every assistant turn's tokens, nothing else
+    # every assistant turn's tokens, nothing else; rows of any length, packed where that pays
+    return chat.lm_loss(backbone.model, batch, padding_free=config.train.padding_free)
 
 
 @hookimpl
