@@ -135,49 +135,32 @@ def test_padding_side_is_chosen_per_call(qvl_tiny_backbone):
 
 
 
-@pytest.mark.parametrize("patch_size", [16, 14])  # Qwen3-VL, Qwen2.5-VL
-@pytest.mark.parametrize("frames, size, kind, shown", [
-    (3, (64, 64), "pil", (64, 64)), (4, (64, 96), "array", (64, 96)), (2, (64, 64), "gray", (64, 64)),
-    (4, (60, 70), "pil", (64, 64)), (5, (90, 120), "pil", None),  # resized; sized by the video pixel rules
-])
-def test_a_frame_list_is_resized_once_as_a_video_file_is(patch_size, frames, size, kind, shown):
-    import numpy as np
-    from qwen_vl_utils.vision_process import fetch_video, smart_resize
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as resize_functions
 
-    from qvl.data.frame_lists import frame_list_video
+@pytest.mark.parametrize("patch_size", [16, 14])  # Qwen3-VL, Qwen2.5-VL
+@pytest.mark.parametrize("frames, size, shown", [(3, (64, 64), (64, 64)), (4, (60, 90), (64, 96)), (5, (90, 120), None)])
+def test_frames_kept_as_shown_give_what_qwen_vl_utils_makes_of_the_list(patch_size, frames, size, shown):
+    import numpy as np
+    from qwen_vl_utils.vision_process import fetch_video
+
+    from qvl.data.frame_lists import array_video, shown_frames
 
     rng = np.random.default_rng(frames)
-    pixels = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(frames)]
-    images = [Image.fromarray(p) for p in pixels]
-    video = {"array": pixels, "pil": images, "gray": [i.convert("L") for i in images]}[kind]
-    part = {"type": "video", "video": video, "raw_fps": 10.0}
+    images = [Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(frames)]
+    part = {"type": "video", "video": images, "raw_fps": 10.0, "frames_indices": list(range(0, 3 * frames, 3))}
     if shown is not None:
         part.update(resized_height=shown[0], resized_width=shown[1])
-    tensor, metadata = frame_list_video(part, patch_size)
-    rgb = [np.asarray(i.convert("L").convert("RGB")) for i in images] if kind == "gray" else pixels
-    stacked = torch.from_numpy(np.stack(rgb + rgb[-1:] * (frames % 2))).permute(0, 3, 1, 2)
-    factor = 2 * patch_size
-    target = smart_resize(*(shown or size), factor=factor,
-                          **({} if shown else {"min_pixels": 128 * factor ** 2, "max_pixels": 768 * factor ** 2}))
-    assert tensor.shape == (frames + frames % 2, 3, *target) and tensor.dtype == torch.float32
-    if target == size:  # at its size: the frames as they are, not qwen-vl-utils' 2x round trip
-        assert torch.equal(tensor, stacked.float())
-    else:  # one bicubic antialiased resize, what qwen-vl-utils does to a video file's frames
-        once = resize_functions.resize(stacked, list(target), interpolation=InterpolationMode.BICUBIC, antialias=True)
-        assert torch.equal(tensor, once.float())
-    if kind != "array":  # qwen-vl-utils (PIL frames only): the same metadata, and shape where the size is given
-        expected, expected_metadata = fetch_video(part, image_patch_size=patch_size, return_video_metadata=True)
-        assert metadata == expected_metadata and (shown is None or expected.shape == tensor.shape)
-    _, videos, _ = chat._process_vision_info([[{"role": "user", "content": [part]}]], patch_size)
-    assert torch.equal(videos[0][0], tensor)
-
-
-def test_frames_of_mixed_sizes_go_to_qwen_vl_utils():
-    from qvl.data.frame_lists import frame_list_video
-
-    part = {"type": "video", "video": [Image.new("RGB", (64, 64)), Image.new("RGB", (32, 64))]}
-    assert frame_list_video(part, 16) is None
-    with pytest.raises(ValueError, match="H x W x 3 uint8"):
-        frame_list_video({"type": "video", "video": [torch.zeros(4, 4).numpy()]}, 16)
+    expected, expected_metadata = fetch_video(part, image_patch_size=patch_size, return_video_metadata=True)
+    kept = shown_frames(part, patch_size)
+    assert kept.dtype == np.uint8 and kept.shape == (frames, *expected.shape[2:], 3)
+    # any selection of the kept frames is what the list of those frames becomes: frames are made one by one
+    for chosen in (list(range(frames)), [0, frames - 1]):
+        again = {**part, "video": kept[chosen], "frames_indices": [part["frames_indices"][i] for i in chosen]}
+        of_list = fetch_video({**part, "video": [images[i] for i in chosen]}, image_patch_size=patch_size,
+                              return_video_metadata=True)
+        video, metadata = array_video(again)
+        assert torch.equal(video, of_list[0]) and metadata == of_list[1]
+        _, videos, _ = chat._process_vision_info([[{"role": "user", "content": [again]}]], patch_size)
+        assert torch.equal(videos[0][0], of_list[0])
+    assert torch.equal(array_video({**part, "video": kept})[0], expected)
+    with pytest.raises(ValueError, match="T x H x W x 3 uint8"):
+        array_video({"type": "video", "video": kept.astype(np.float32)})

@@ -18,10 +18,12 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
 
     Videos come back with their metadata (fps, frame indices), which the processor needs for
     Qwen3-VL's timestamps and Qwen2.5-VL's temporal position ids. A video given as a list of frames
-    (PIL images or arrays) says when they were taken with ``"raw_fps"`` (the recording's frame
+    (PIL images) says when they were taken with ``"raw_fps"`` (the recording's frame
     rate), ``"frames_indices"`` (each frame's number in the recording) and optionally
     ``"total_num_frames"``: ``qwen_vl_utils`` alone would number them 0, 1, 2... as if no frame had
-    been skipped, and Qwen3-VL's timestamps would be wrong for any subsampled clip.
+    been skipped, and Qwen3-VL's timestamps would be wrong for any subsampled clip. A video given as
+    one ``T x H x W x 3`` uint8 array is frames as the model sees them (what
+    :func:`qvl.data.frame_lists.shown_frames` made of a list), used without resizing.
     """
     patch_size = int(getattr(processor.image_processor, "patch_size", 14))
     conversations = [_with_decoded_videos(conversation) for conversation in conversations]
@@ -43,22 +45,33 @@ def vision_inputs(processor: Any, conversations: Sequence[Conversation]) -> tupl
 
 def _process_vision_info(conversations: list[Conversation], patch_size: int) -> tuple[Any, Any, dict]:
     """``qwen_vl_utils.process_vision_info(..., return_video_kwargs=True, return_video_metadata=True)``, part
-    for part, except that a video given as frames is resized once, as qwen-vl-utils resizes a video
-    file (:mod:`qvl.data.frame_lists`: its frame-list path resizes twice, through a wrong size)."""
+    for part, except that a video given as one uint8 array is taken as the frames the model sees
+    (:mod:`qvl.data.frame_lists`: what a frame list became, kept by the task, without resizing it again)."""
     from qwen_vl_utils.vision_process import extract_vision_info, fetch_image, fetch_video
 
-    from qvl.data.frame_lists import frame_list_video
+    from qvl.data.frame_lists import array_video
 
     images, videos = [], []
     for part in extract_vision_info(conversations):
         if "image" in part or "image_url" in part:
             images.append(fetch_image(part, image_patch_size=patch_size))
         elif "video" in part:
-            videos.append(frame_list_video(part, patch_size)
-                          or fetch_video(part, image_patch_size=patch_size, return_video_metadata=True))
+            videos.append(array_video(part)
+                          or fetch_video(_pil_frames(part), image_patch_size=patch_size, return_video_metadata=True))
         else:
             raise ValueError("a vision part needs an image, image_url or video")
     return images or None, videos or None, {"do_sample_frames": False}
+
+
+def _pil_frames(part: dict[str, Any]) -> dict[str, Any]:
+    """A frame list's uint8 arrays as PIL images, which qwen-vl-utils reads."""
+    frames = part.get("video")
+    if not isinstance(frames, (list, tuple)) or not any(hasattr(frame, "__array_interface__") and
+                                                        not hasattr(frame, "mode") for frame in frames):
+        return part
+    from PIL import Image
+
+    return {**part, "video": [frame if hasattr(frame, "mode") else Image.fromarray(frame) for frame in frames]}
 
 
 def _with_decoded_videos(conversation: Conversation) -> Conversation:
@@ -100,7 +113,8 @@ def _video_parts(conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
 
 def _with_frame_numbers(metadata: Any, part: dict[str, Any], frames: int) -> Any:
     indices = part.get("frames_indices")
-    if indices is None or not isinstance(part.get("video"), (list, tuple)):
+    video = part.get("video")
+    if indices is None or not (isinstance(video, (list, tuple)) or getattr(video, "ndim", 0) == 4):
         return metadata
     indices = [int(i) for i in indices]
     if len(indices) != len(part["video"]):

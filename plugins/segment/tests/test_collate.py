@@ -100,3 +100,25 @@ def test_focal_heatmap_loss_scales_bce_by_the_distance_to_the_soft_label():
 def test_heads_shapes():
     out = SegmentHeads(32, 8, 3, k_max=4)(torch.randn(2, 12, 32))
     assert out["boundary_logits"].shape == (2, 2, 12) and out["count_logits"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("mode", ["both", "heatmap"])
+def test_episodes_prepared_once_give_the_same_batches(backbone, episodes, mode, tmp_path, monkeypatch):
+    from qvl_segment.encoded_rows import prepared_episodes
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path))
+    config = _config(num_frames=8, mode=mode)
+    rows = prepared_episodes(episodes, config.task, backbone.processor, "tiny")
+    assert len(rows) == len(episodes) and rows[episodes[0].episode_id]["frames"].shape == (8, 64, 64, 3)
+    samples = [{"id": e.episode_id, "episode": e} for e in episodes]
+    plain = SegmentCollator(config, backbone.processor, "train")(samples)
+    cached = SegmentCollator(config, backbone.processor, "train", rows)(samples)
+    assert set(cached) == set(plain) and ("labels" in plain) == (mode == "both")
+    for key, value in plain.items():
+        assert cached[key].dtype == value.dtype and torch.equal(cached[key], value), key
+    # an episode without a row (validation) decodes and tokenizes as before; evaluation never reads rows
+    other = [e for e in read_episodes(episodes[0].source.rpartition(":")[0]) if e.episode_id not in rows][0]
+    mixed = SegmentCollator(config, backbone.processor, "train", rows)(samples[:1] + [{"id": "x", "episode": other}])
+    expected = SegmentCollator(config, backbone.processor, "train")(samples[:1] + [{"id": "x", "episode": other}])
+    assert all(torch.equal(mixed[key], expected[key]) for key in expected)
+    assert SegmentCollator(config, backbone.processor, "eval", rows).rows is None

@@ -1,5 +1,7 @@
 """Answer-only SFT batches and generation prompts, on real tokenized batches of both Qwen-VL families."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -104,14 +106,14 @@ def test_the_question_goes_after_the_videos_or_first():
     assert first[0]["text"].startswith("Question") and [p["type"] for p in first[1:]] == ["text", "video", "text", "video"]
 
 
-@pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_rows_tokenized_once_give_the_same_batches(backbone, padding_side, tmp_path, monkeypatch):
+@pytest.mark.parametrize("padding_side, multi_image", [("right", False), ("left", False), ("right", True)])
+def test_rows_tokenized_once_give_the_same_batches(backbone, padding_side, multi_image, tmp_path, monkeypatch):
     import torch
 
     from qvl_vqa.encoded_rows import encoded_rows
 
     monkeypatch.setenv("QVL_CACHE", str(tmp_path))
-    config = VqaConfig(padding_side=padding_side)
+    config = VqaConfig(padding_side=padding_side, multi_image=multi_image)
     items = [item("preference", "2"), item("progress", "75"), item("similarity", "1"), item("progress", "5")]
     samples = [{"id": str(i), "item": it} for i, it in enumerate(items)]
     rows = encoded_rows(samples, config, backbone.processor, dataset_fingerprint="test", backbone_name="tiny",
@@ -128,7 +130,49 @@ def test_rows_tokenized_once_give_the_same_batches(backbone, padding_side, tmp_p
     expected = TrainCollator(config, backbone.processor)([samples[0], other])
     assert all(torch.equal(mixed[key], expected[key]) for key in expected)
     # augmentation changes the clips: the rows are not used
-    augmented = VqaConfig(padding_side=padding_side, augment=AugmentConfig(frame_drop=0.5))
+    augmented = VqaConfig(padding_side=padding_side, multi_image=multi_image, augment=AugmentConfig(frame_drop=0.5))
     with_rows = TrainCollator(augmented, backbone.processor, rows)(samples, rng=np.random.default_rng(3))
     without = TrainCollator(augmented, backbone.processor)(samples, rng=np.random.default_rng(3))
     assert all(torch.equal(with_rows[key], without[key]) for key in without)
+
+
+class _Store:
+    """A trajectory store in memory: 20 random frames for each of four trajectories."""
+
+    def __init__(self, size):
+        rng = np.random.default_rng(11)
+        self.data = {t: rng.integers(0, 256, (20, *size, 3), dtype=np.uint8) for t in "abcd"}
+        self.trajectories = [SimpleNamespace(id=t, num_frames=20) for t in self.data]
+        self.fingerprint = {"memory": sorted(self.data), "size": list(size)}
+
+    def frames(self, trajectory, indices):
+        return self.data[trajectory.id][list(indices)]
+
+    def item(self, kind, answer, clips):
+        videos = [Video(frames=self.frames(SimpleNamespace(id=t), i), frame_indices=i, fps=10.0, trajectory_id=t,
+                        num_frames=20) for t, i in clips]
+        return Item(row=item(kind, answer).row, videos=videos, swapped=False)
+
+
+@pytest.mark.parametrize("stored", [(64, 64), (48, 80)])  # at the shown size, and resized to it
+def test_frames_made_once_give_the_batches_of_the_frame_lists(backbone, stored, tmp_path, monkeypatch):
+    import torch
+
+    from qvl_vqa.shown_frames import shown_frames_cache
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path))
+    store = _Store(stored)
+    shown = shown_frames_cache(store, [64, 64], backbone.processor, "tiny")
+    side = 64 if "qwen3" in backbone.name else 56  # rounded to the merged patch (32 or 28 pixels)
+    assert shown.frames("a", [0, 5]).shape == (2, side, side, 3) and shown.frames("elsewhere", [0]) is None
+    items = [store.item("preference", "2", [("a", [0, 5, 10, 15]), ("b", [0, 8, 4, 2])]),
+             store.item("progress", "75", [("c", [1, 4, 7])])]
+    samples = [{"id": str(i), "item": it} for i, it in enumerate(items)]
+    for augment in (AugmentConfig(), AugmentConfig(frame_drop=0.5)):
+        config = VqaConfig(augment=augment)
+        lists = TrainCollator(config, backbone.processor)(samples, rng=np.random.default_rng(4))
+        arrays = TrainCollator(config, backbone.processor, shown=shown)(samples, rng=np.random.default_rng(4))
+        assert all(torch.equal(arrays[key], lists[key]) for key in lists)
+    prompts = PromptCollator(VqaConfig(), backbone.processor)(samples)
+    cached = PromptCollator(VqaConfig(), backbone.processor, shown)(samples)
+    assert all(torch.equal(cached[key], prompts[key]) for key in prompts if key != SAMPLES_KEY)

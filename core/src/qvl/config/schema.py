@@ -137,6 +137,9 @@ class TrainConfig:
     # where the attention has a variable-length kernel (flash attention); on CPU / sdpa it costs more
     # than the padding it saves (docs/benchmarks.md)
     padding_free: bool | Literal["auto"] = "auto"
+    # the backbone's repeated blocks (decoder layers, vision blocks) through torch.compile, and the
+    # fused AdamW; the first steps pay the compilation (docs/benchmarks.md: on CPU it barely pays)
+    compile: bool = False
     # validation during training (0: off); the best checkpoint is kept as checkpoints/best
     eval_every: int = attrs.field(default=0, validator=non_negative)
     eval_split: str = "val"

@@ -154,8 +154,9 @@ def _task_loss(host: PluginHost, task: Task, config: RunConfig, backbone: Any, h
 
 def _build_model(host: PluginHost, task: Task, config: RunConfig, accelerator: Any, parts: Parts,
                  loader: Any) -> PreparedModel:
-    import torch
     from transformers import get_scheduler
+
+    from qvl.runner.compilation import adamw
 
     tc, backbone, head = config.train, parts.backbone, parts.head
     compute_loss = functools.partial(_task_loss, host, task, config, backbone)
@@ -169,7 +170,11 @@ def _build_model(host: PluginHost, task: Task, config: RunConfig, accelerator: A
     if not any(group["params"] for group in groups):
         finetune = config.backbone.finetune if backbone is not None else "not loaded"
         raise UserError(f"nothing to train: backbone.finetune = {finetune!r} and task {task.name!r} builds no head")
-    optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.compile and trains_backbone:
+        from qvl.runner.compilation import compile_blocks
+
+        compile_blocks(backbone.model, accelerator.device)
+    optimizer = adamw(groups, tc.lr, tc.weight_decay, fused=tc.compile)
     warmup = round(tc.warmup_ratio * tc.steps) if tc.warmup_ratio is not None else tc.warmup_steps
     scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=tc.steps)
     # The scheduler is stepped by hand, once per optimizer step: accelerate's prepared scheduler

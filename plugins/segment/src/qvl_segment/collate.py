@@ -46,15 +46,25 @@ def sample_summary(episode: Episode, frame_numbers: np.ndarray) -> dict[str, Any
 
 class SegmentCollator:
     """``stage = "train"``: whole conversations with masked answers plus heatmap and K targets;
-    otherwise prompts for one-pass decoding (left-padded) plus each sample's summary."""
+    otherwise prompts for one-pass decoding (left-padded) plus each sample's summary.
 
-    def __init__(self, config: Any, processor: Any, stage: str) -> None:
+    ``rows``: the training episodes prepared once (:func:`qvl_segment.encoded_rows.training_rows`),
+    used for the training batches whose episodes all have one (the same batches, without decoding
+    or tokenizing).
+    """
+
+    def __init__(self, config: Any, processor: Any, stage: str, rows: Any = None) -> None:
         self.task = config.task
         self.processor = processor
         self.train = stage == "train"
+        self.rows = rows if self.train else None
 
     def frames(self, episode: Episode) -> tuple[np.ndarray, list[Any]]:
         numbers = sample_frame_numbers(episode.num_frames, self.task.num_frames)
+        if self.rows is not None and episode.episode_id in self.rows:
+            from PIL import Image
+
+            return numbers, [Image.fromarray(frame) for frame in self.rows[episode.episode_id]["frames"]]
         return numbers, load_frames(episode, numbers, tuple(self.task.image_size))
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +85,12 @@ class SegmentCollator:
                                       answer=answer_text(e.segments, frames_as_digits=task.mode == "lm")
                                       if with_answer else None)
                          for e, (numbers, images) in zip(episodes, shown)]
-        if with_answer:
+        ids = [episode.episode_id for episode in episodes]
+        if self.rows is not None and all(i in self.rows for i in ids):
+            from qvl.encoded_rows import batch_from_rows
+
+            batch = batch_from_rows([self.rows[i] for i in ids], conversations, self.processor)
+        elif with_answer:
             batch = chat.sft_batch(self.processor, conversations)
         else:
             batch = chat.conversation_batch(self.processor, conversations)

@@ -40,7 +40,12 @@ def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samp
 def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     from qvl_segment.collate import SegmentCollator
 
-    return SegmentCollator(config, backbone.processor, stage)
+    if stage != "train":
+        return SegmentCollator(config, backbone.processor, stage)
+    from qvl_segment.encoded_rows import training_rows
+
+    return SegmentCollator(config, backbone.processor, stage, training_rows(config, backbone.processor,
+                                                                            config.backbone.name))
 
 
 @qvl.hookimpl

@@ -15,6 +15,7 @@ from qvl_vqa.samples import Item, Video
 
 if TYPE_CHECKING:
     from qvl_vqa.config import AugmentConfig, VqaConfig
+    from qvl_vqa.shown_frames import ShownFrames
 
 SAMPLES_KEY = "vqa_items"  # batch key of what decode needs besides the tensors
 VIDEO_LABELS = {
@@ -51,8 +52,10 @@ def augment_frames(frames: np.ndarray, indices: list[int], settings: AugmentConf
 
 
 def video_content(video: Video, config: VqaConfig, frames: np.ndarray | None = None,
-                  indices: list[int] | None = None) -> list[dict[str, Any]]:
-    """The content parts of one clip: a Qwen video with its frame times, or one image per frame."""
+                  indices: list[int] | None = None, *, shown: bool = False) -> list[dict[str, Any]]:
+    """The content parts of one clip: a Qwen video with its frame times, or one image per frame.
+    ``shown``: ``frames`` are already as the model sees them (:mod:`qvl_vqa.shown_frames`), passed as
+    one array that is not resized again."""
     from PIL import Image
 
     frames = video.frames if frames is None else frames
@@ -61,23 +64,26 @@ def video_content(video: Video, config: VqaConfig, frames: np.ndarray | None = N
     size = {"resized_width": width, "resized_height": height}
     if config.multi_image:
         return [{"type": "image", "image": Image.fromarray(frame), **size} for frame in frames]
-    # the uint8 frames as they are: qvl.chat stacks a clip's frames itself (no PIL round trip)
-    return [{"type": "video", "video": list(frames), "raw_fps": video.fps,
-             "frames_indices": shown_frame_numbers(indices), **size}]
+    clip = np.asarray(frames) if shown else [Image.fromarray(frame) for frame in frames]
+    return [{"type": "video", "video": clip, "raw_fps": video.fps, "frames_indices": shown_frame_numbers(indices),
+             **size}]
 
 
-def conversation(item: Item, config: VqaConfig, *, with_answer: bool,
-                 rng: np.random.Generator | None = None) -> list[dict[str, Any]]:
-    """The user turn (each clip after its label, then the row's prompt) and, for training, the answer."""
+def conversation(item: Item, config: VqaConfig, *, with_answer: bool, rng: np.random.Generator | None = None,
+                 shown: ShownFrames | None = None) -> list[dict[str, Any]]:
+    """The user turn (each clip after its label, then the row's prompt) and, for training, the answer.
+    ``shown``: the frames as the model sees them, where it holds the clip's trajectory."""
     question = {"type": "text", "text": item.row["prompt"]}
     content: list[dict[str, Any]] = [question] if config.question_first else []
     for label, video in zip(VIDEO_LABELS[item.sample_type], item.videos):
         frames, indices = video.frames, video.frame_indices
-        if rng is not None:
+        kept = shown.frames(video.trajectory_id, indices) if shown is not None else None
+        frames = frames if kept is None else kept
+        if rng is not None:  # the same draws for either frames (the jitter, which differs, turns shown off)
             frames, indices = augment_frames(frames, indices, config.augment, rng)
         if label:
             content.append({"type": "text", "text": label})
-        content += video_content(video, config, frames, indices)
+        content += video_content(video, config, frames, indices, shown=kept is not None)
     if not config.question_first:
         content.append(question)
     messages = [{"role": "user", "content": content}]
@@ -95,13 +101,15 @@ class TrainCollator:
 
     ``rows``: the training rows tokenized once (:func:`qvl_vqa.encoded_rows.encoded_rows`), used for
     batches whose samples all have one (the same batch, without the per-step tokenizing);
-    augmentation changes the clips, so it always tokenizes.
+    augmentation changes the clips, so it always tokenizes. ``shown``: the frames as the model sees
+    them (:mod:`qvl_vqa.shown_frames`).
     """
 
-    def __init__(self, config: VqaConfig, processor: Any, rows: Any = None) -> None:
+    def __init__(self, config: VqaConfig, processor: Any, rows: Any = None, shown: ShownFrames | None = None) -> None:
         self.config = config
         self.processor = processor
         self.rows = rows
+        self.shown = shown
 
     def __call__(self, samples: list[dict[str, Any]], rng: np.random.Generator | None = None) -> dict[str, Any]:
         """``rng``: the runner's generator for this batch (seeded by run seed, rank and sample
@@ -111,11 +119,11 @@ class TrainCollator:
         augment = self.config.augment.frame_drop > 0 or self.config.augment.color_jitter > 0
         if augment and rng is None:
             rng = np.random.default_rng(0)
-        conversations = [conversation(item, self.config, with_answer=True, rng=rng if augment else None)
-                         for item in _items(samples)]
+        conversations = [conversation(item, self.config, with_answer=True, rng=rng if augment else None,
+                                      shown=self.shown) for item in _items(samples)]
         ids = [s.get("id") if isinstance(s, dict) else None for s in samples]
         if self.rows is not None and not augment and all(i is not None and i in self.rows for i in ids):
-            from qvl_vqa.row_batches import batch_from_rows
+            from qvl.encoded_rows import batch_from_rows
 
             return batch_from_rows([self.rows[i] for i in ids], conversations, self.processor, self.config.padding_side)
         return chat.sft_batch(self.processor, conversations, padding_side=self.config.padding_side)
@@ -124,15 +132,16 @@ class TrainCollator:
 class PromptCollator:
     """Generation prompts plus what decoding and the metrics need of each item."""
 
-    def __init__(self, config: VqaConfig, processor: Any) -> None:
+    def __init__(self, config: VqaConfig, processor: Any, shown: ShownFrames | None = None) -> None:
         self.config = config
         self.processor = processor
+        self.shown = shown
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from qvl import chat
 
         items = _items(samples)
-        batch = chat.prompt_batch(self.processor, [conversation(item, self.config, with_answer=False)
+        batch = chat.prompt_batch(self.processor, [conversation(item, self.config, with_answer=False, shown=self.shown)
                                                    for item in items])
         batch[SAMPLES_KEY] = [item_summary(item) for item in items]
         return batch

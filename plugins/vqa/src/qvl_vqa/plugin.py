@@ -38,12 +38,14 @@ def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> qvl.Samp
 @qvl.hookimpl
 def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone, stage: str) -> Any:
     from qvl_vqa.collate import PromptCollator, TrainCollator
+    from qvl_vqa.shown_frames import run_shown_frames
 
+    shown = run_shown_frames(config, backbone.processor, stage)  # clips as the model sees them, made once
     if stage == "train":
         from qvl_vqa.encoded_rows import training_rows
 
-        return TrainCollator(config.task, backbone.processor, training_rows(config, backbone.processor))
-    return PromptCollator(config.task, backbone.processor)
+        return TrainCollator(config.task, backbone.processor, training_rows(config, backbone.processor, shown), shown)
+    return PromptCollator(config.task, backbone.processor, shown)
 
 
 @qvl.hookimpl
