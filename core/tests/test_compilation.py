@@ -52,3 +52,14 @@ def test_fused_adamw_where_there_is_one():
     optimizer = adamw([{"params": [parameter]}], 1e-3, 0.0, fused=True)
     assert optimizer.defaults.get("fused") is True  # torch has a CPU kernel since 2.4
     assert adamw([{"params": [parameter]}], 1e-3, 0.0, fused=False).defaults.get("fused") in (None, False)
+
+
+def test_training_forwards_build_no_kv_cache_and_leave_the_setting_as_it_was(qvl_tiny_backbone):
+    from qvl.runner.modules import TaskModule
+
+    model = qvl_tiny_backbone.model
+    seen = []
+    module = TaskModule(model, None, lambda **_: seen.append(model.config.text_config.use_cache) or {"loss": 0})
+    module(batch={}, step=0, max_steps=1)
+    assert seen == [False]  # Qwen3-VL reads it from its text config
+    assert model.config.text_config.use_cache is True

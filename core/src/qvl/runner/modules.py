@@ -6,9 +6,10 @@ pass (gradient synchronisation) and accelerate's autocast covers it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +26,25 @@ class TaskModule(torch.nn.Module):
         self._compute_loss = compute_loss
 
     def forward(self, batch: dict[str, Any], step: int, max_steps: int) -> dict[str, Any]:
-        return self._compute_loss(head=self.head, batch=batch, step=step, max_steps=max_steps)
+        with without_kv_cache(self.backbone_model):
+            return self._compute_loss(head=self.head, batch=batch, step=step, max_steps=max_steps)
+
+
+@contextlib.contextmanager
+def without_kv_cache(model: torch.nn.Module | None) -> Iterator[None]:
+    """``use_cache = False`` in the model's configs for a training forward, as transformers' Trainer
+    sets it: the forward would otherwise build a key/value cache and throw it away (and, compiled,
+    recompile a layer per cache state). Restored after, so that checkpoints and generation keep it."""
+    config = getattr(model, "config", None)
+    parts = [p for p in (config, getattr(config, "text_config", None)) if p is not None and hasattr(p, "use_cache")]
+    before = [p.use_cache for p in parts]
+    for part in parts:
+        part.use_cache = False
+    try:
+        yield
+    finally:
+        for part, value in zip(parts, before):
+            part.use_cache = value
 
 
 class IndexedSamples:
