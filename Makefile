@@ -74,7 +74,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_reward_data.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_reward_cached.py
-	$(BIN)/python benchmarks/bench_data_path.py
+	$(BIN)/python benchmarks/bench_data_path.py --workers 0 --compile --steps 200
 	$(BIN)/python benchmarks/bench_vqa_generate.py
 	$(BIN)/python benchmarks/bench_vqa_data.py
 	$(BIN)/python benchmarks/bench_vla_flow_features.py

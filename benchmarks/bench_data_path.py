@@ -1,6 +1,7 @@
 """A training step through qvl against the plain loop a user would write, and the compute floor.
 
 Run: .venv/bin/python benchmarks/bench_data_path.py [--task grasp|reward] [--steps 60] [--workers 0 1 2]
+[--compile]
 
 Three measurements on the same tiny backbone and the task's default settings (grasp: full
 fine-tune, frozen token embedding, answer-vocabulary loss, OCID-layout PNGs; reward: the same
@@ -16,7 +17,9 @@ files written by ``make-data``, batch 8:
 * compute: forward + backward + optimizer on one fixed batch, no data at all.
 
 Prints ms/step of each and the ratios the data-path issue asks for: plain / qvl (goal >= 1.5x) and
-qvl / compute (goal <= 1.3x). Nothing else should run on the machine meanwhile.
+qvl / compute (goal <= 1.3x). ``--compile`` adds ``train.compile = true`` with no worker (the median
+over 5-step windows, so the compiling windows at the start drop out when --steps is 200 or more;
+goal plain / qvl >= 2.2x). Nothing else should run on the machine meanwhile.
 """
 
 import argparse
@@ -60,7 +63,8 @@ def plain_loop(host, task, config, steps: int) -> float:
     backbone, parameters, optimizer, loss_fn = _model(host, task, config)
     uncached = load_config_with(task, config, "train.prepared_cache=false")
     data = host.call("build_dataset", task=task, config=uncached, split="train")  # decodes on access
-    collate = host.call("build_collator", task=task, config=config, backbone=backbone, stage="train")
+    # the processor on whole conversations each step, as a user's script calls it (no prompt rows kept)
+    collate = host.call("build_collator", task=task, config=uncached, backbone=backbone, stage="train")
     rng = np.random.default_rng(0)
     times = []
     for _ in range(steps):
@@ -90,13 +94,13 @@ def load_config_with(task, config, *overrides: str):
     return load_config(task, overrides=list(overrides), base=to_dict(config))
 
 
-def qvl_runner(host, task_name: str, steps: int, workers: int) -> dict[str, float]:
+def qvl_runner(host, task_name: str, steps: int, workers: int, compiled: bool = False) -> dict[str, float]:
     from qvl.runner.stages import run_stage
 
     with tempfile.TemporaryDirectory() as tmp:
         run_stage(host, task_name, "train", run_dir=Path(tmp) / "run",
-                  overrides=[f"train.steps={steps}", "train.log_every=5", "train.save_every=0",
-                             f"train.num_workers={workers}"])
+                  overrides=[f"train.steps={steps}", "train.log_every=5", "train.save_every=0", "train.eval_every=0",
+                             f"train.num_workers={workers}", f"train.compile={str(compiled).lower()}"])
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()][1:]
     return {key: 1000 * statistics.median(r[key] for r in rows)
             for key in ("step_s", "data_wait_s", "forward_s", "backward_s", "optimizer_s")}
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--task", default="grasp", choices=["grasp", "reward"])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--compile", action="store_true", help="also train.compile = true, no worker")
     args = parser.parse_args()
 
     from qvl.config import load_config
@@ -121,9 +126,11 @@ def main() -> None:
     compute = compute_only(host, task, config, args.steps)
     print(f"{'plain loop (decoding in the main process)':<44} {plain:8.1f} ms/step")
     print(f"{'compute only (fixed batch)':<44} {compute:8.1f} ms/step")
-    for workers in args.workers:
-        measured = qvl_runner(host, args.task, args.steps, workers)
-        print(f"{f'qvl, prepared cache, {workers} worker(s)':<44} {measured['step_s']:8.1f} ms/step  "
+    runs = [(f"qvl, prepared cache, {workers} worker(s)", workers, False) for workers in args.workers]
+    runs += [("qvl, prepared cache, compiled, 0 workers", 0, True)] if args.compile else []
+    for name, workers, compiled in runs:
+        measured = qvl_runner(host, args.task, args.steps, workers, compiled)
+        print(f"{name:<44} {measured['step_s']:8.1f} ms/step  "
               f"(data wait {measured['data_wait_s']:.1f}, forward {measured['forward_s']:.1f}, backward "
               f"{measured['backward_s']:.1f}, optimizer {measured['optimizer_s']:.1f})")
         print(f"    plain / qvl {plain / measured['step_s']:.2f}x (goal >= 1.5x)   "

@@ -13,7 +13,7 @@ def test_help_imports_neither_torch_nor_plugins():
 
 
 def test_version_and_help(run_qvl):
-    assert run_qvl("--version").stdout.strip() == "qvl 0.1.2"
+    assert run_qvl("--version").stdout.strip() == "qvl 0.1.3"
     help_text = run_qvl("--help").stdout
     for command in ("run", "config", "tasks", "plugins"):
         assert command in help_text
@@ -25,7 +25,7 @@ def test_tasks_and_plugins_are_json(run_qvl):
     assert colors["plugin"] == "qvl.colors" and colors["stages"] == ["train", "eval", "predict"]
     described = json.loads(run_qvl("plugins").stdout)
     core = next(p for p in described["plugins"] if p["name"] == "qvl.colors")
-    assert core["version"] == "0.1.2" and "decode" in core["hooks"] and core["tasks"] == ["colors"]
+    assert core["version"] == "0.1.3" and "decode" in core["hooks"] and core["tasks"] == ["colors"]
 
 
 def test_config_prints_effective_toml_with_overrides(run_qvl):

@@ -53,7 +53,7 @@ def test_plugins_lists_each_plugins_hook_api_and_extensions(run_qvl, legacy_site
     assert described["core_version"] == __import__("qvl").__version__
     assert by_name["qvl.colors"]["requires_core"] is None  # built in: it is the core
     if "grasp" in by_name:  # the repository's plugins, installed in this environment
-        assert by_name["grasp"]["requires_core"] == "qvl-core<0.2,>=0.1"
+        assert by_name["grasp"]["requires_core"] == "qvl-core<0.2,>=0.1.3"
 
 
 def test_a_plugin_needing_a_newer_hook_api_is_refused_with_a_clear_load_error(run_qvl, legacy_site):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # for type checkers; at run time they are imported on first u
     from qvl.report import EvalResult  # noqa: F401
     from qvl.samples import Samples  # noqa: F401
 
-__version__ = "0.1.2"
+__version__ = "0.1.3"
 
 # the modules a plugin may use; everything else under qvl is the core's own
 PUBLIC_MODULES = frozenset({

@@ -22,9 +22,10 @@ def test_cached_and_uncached_training_batches_are_identical(tmp_path, qvl_run_st
                           config=load_config(task, overrides=[*sets, "train.prepared_cache=false"]), split="train")
     assert type(cached.items).__name__ == "PreparedFrames" and len(cached) == len(plain) == 12
     assert cached.info == plain.info  # the frames' references, for evaluate
-    collate = RewardCollator(config.task, qvl_tiny_backbone.processor, with_labels=True)
-    for batch in ([0, 5, 11], [3, 7]):
-        a, b = collate([cached[i] for i in batch]), collate([plain[i] for i in batch])
+    collate = RewardCollator(config.task, qvl_tiny_backbone.processor, with_labels=True)  # prompts tokenized once
+    whole = RewardCollator(config.task, qvl_tiny_backbone.processor, with_labels=True, cached_prompts=False)
+    for batch in ([0, 5, 11], [3, 7], [1, 2]):
+        a, b = collate([cached[i] for i in batch]), whole([plain[i] for i in batch])
         assert a.keys() == b.keys()
         for key in a:
             if torch.is_tensor(a[key]):

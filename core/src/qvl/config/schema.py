@@ -128,7 +128,8 @@ class TrainConfig:
     log_every: int = attrs.field(default=10, validator=positive)
     save_every: int = attrs.field(default=0, validator=non_negative)
     keep_checkpoints: int = attrs.field(default=2, validator=positive)
-    # tasks that support it read decoded, resized training samples from qvl.prepared's cache
+    # tasks that support it read decoded, resized training samples from qvl.prepared's cache, and
+    # tokenize rows or prompts once (qvl.encoded_rows)
     prepared_cache: bool = True
     # DataLoader worker processes (persistent, prefetching); "auto": measured best for this machine
     num_workers: int | Literal["auto"] = attrs.field(default="auto", validator=_workers)

@@ -43,13 +43,18 @@ def rotate(image: Any, grasps: list[Grasp], degrees: float, mask: Any = None) ->
     return turned, turned_grasps, turned_mask
 
 
-def jitter_colors(image: Any, rng: Any, config: AugmentConfig) -> Any:
+def color_factors(rng: Any, config: AugmentConfig) -> tuple[float | None, float | None, float | None]:
+    """Brightness, contrast and saturation factors, drawn in that order (None: that jitter is off)."""
+    return tuple(float(rng.uniform(1 - amount, 1 + amount)) if amount > 0 else None  # type: ignore[return-value]
+                 for amount in (config.brightness, config.contrast, config.saturation))
+
+
+def jitter_colors(image: Any, factors: tuple[float | None, ...]) -> Any:
     from PIL import ImageEnhance
 
-    for enhancer, amount in ((ImageEnhance.Brightness, config.brightness), (ImageEnhance.Contrast, config.contrast),
-                             (ImageEnhance.Color, config.saturation)):
-        if amount > 0:
-            image = enhancer(image).enhance(float(rng.uniform(1 - amount, 1 + amount)))
+    for enhancer, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), factors):
+        if factor is not None:
+            image = enhancer(image).enhance(factor)
     return image
 
 
@@ -64,7 +69,14 @@ def noisy_bins(bins: tuple[int, ...], rng: Any, probability: float) -> tuple[int
     return tuple(noisy)
 
 
-def augment_sample(image: Any, grasps: list[Grasp], rng: Any, config: AugmentConfig) -> tuple[Any, list[Grasp]]:
+def augment_geometry(image: Any, grasps: list[Grasp], rng: Any, config: AugmentConfig) -> tuple[Any, list[Grasp]]:
     if config.rotation_degrees > 0:
         image, grasps, _ = rotate(image, grasps, float(rng.uniform(-config.rotation_degrees, config.rotation_degrees)))
-    return jitter_colors(image, rng, config), grasps
+    return image, grasps
+
+
+def augment_sample(image: Any, grasps: list[Grasp], rng: Any, config: AugmentConfig) -> tuple[Any, list[Grasp]]:
+    """Rotation, then colour jitter, at the image's own size (the collator jitters after scaling the image
+    down to the model's size, where it costs a quarter)."""
+    image, grasps = augment_geometry(image, grasps, rng, config)
+    return jitter_colors(image, color_factors(rng, config)), grasps

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from qvl_grasp.augment import augment_sample, noisy_bins
+from qvl_grasp.augment import augment_geometry, color_factors, jitter_colors, noisy_bins
 from qvl_grasp.geometry import Grasp, ensemble_mean
 from qvl_grasp.prompting import conversation, crops_for, mask_field_labels, training_target
 from qvl_grasp.quantizer import FIELDS, Quantizer, bins_to_text, parse_answer
@@ -44,29 +44,48 @@ def _working_copy(image: Any, grasps: list[Grasp], model_size: tuple[int, int]) 
 
 
 class TrainCollator:
-    """Augment, pick the target rectangle, quantize, and build a prompt-masked SFT batch."""
+    """Augment, pick the target rectangle, quantize, and build a prompt-masked SFT batch.
 
-    def __init__(self, config: Any, processor: Any, seed: int) -> None:
+    ``cached_prompts``: tokenize each distinct prompt once (:class:`qvl.encoded_rows.PromptRows`; the
+    same batches), off with ``train.prepared_cache = false``.
+    """
+
+    def __init__(self, config: Any, processor: Any, seed: int, cached_prompts: bool = True) -> None:
         import numpy as np
+
+        from qvl.encoded_rows import PromptRows
 
         self.config = config
         self.processor = processor
         self.model_size = tuple(config.model_image_size)
         self.rng = np.random.default_rng([seed, 0x6A5])
+        self.answer_rows = PromptRows(processor) if cached_prompts else None
 
     def answer_for(self, sample: dict[str, Any], rng: Any = None) -> tuple[Any, tuple[int, ...], int | None]:
-        """The (augmented) image, target bins and the field to leave out of the loss, if any."""
+        """The (augmented) image at the model's input size, target bins and the field to leave out of the
+        loss, if any."""
         config, augment, rng = self.config, self.config.augment, rng if rng is not None else self.rng
-        image, grasps = sample["image"], sample["grasps"]
+        grasps = sample["grasps"]
         if not grasps:
             raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
-        image, grasps = _working_copy(image, grasps, self.model_size)
+        # from the prepared cache, when training does not rotate: the working copy already at the model's size
+        shown = None if augment.enabled and augment.rotation_degrees > 0 else sample.get("shown_image")
+        if shown is None:
+            image, grasps = _working_copy(sample["image"], grasps, self.model_size)
+            working_size = image.size
+        else:
+            working_size = tuple(sample["working_size"])
+        factors: tuple[float | None, ...] = ()
         if augment.enabled:
             # PIL per image, not one batched tensor op: collation runs on the CPU (in DataLoader
             # workers, one torch thread each, also on a GPU machine), where PIL's uint8 loops were
             # 1.6-1.8x faster for the colours and 1.3-1.4x for rotation (benchmarks/bench_grasp_augment.py)
-            image, grasps = augment_sample(image, grasps, rng, augment)
-        bins = Quantizer(*image.size).encode(training_target(grasps, config.target, rng))
+            if shown is None:
+                image, grasps = augment_geometry(image, grasps, rng, augment)
+            factors = color_factors(rng, augment)
+        bins = Quantizer(*working_size).encode(training_target(grasps, config.target, rng))
+        # the colours are jittered at the model's size, a quarter of the working copy's pixels
+        image = jitter_colors(shown if shown is not None else _resized(image, self.model_size), factors)
         masked = None
         if augment.enabled:
             bins = noisy_bins(bins, rng, augment.label_noise_prob)
@@ -82,11 +101,14 @@ class TrainCollator:
         conversations, masked_fields = [], []
         for sample in samples:
             image, bins, masked = self.answer_for(sample, rng)
-            conversations.append(conversation(_resized(image, self.model_size), bins_to_text(bins), self.model_size,
+            conversations.append(conversation(image, bins_to_text(bins), self.model_size,
                                               self.config.system_prompt, self.config.instruction,
                                               target=sample.get("instruction")))
             masked_fields.append(masked)
-        batch = chat.sft_batch(self.processor, conversations)
+        if self.answer_rows is not None:
+            batch = self.answer_rows.batch(conversations)
+        else:
+            batch = chat.sft_batch(self.processor, conversations)
         mask_field_labels(batch["labels"], self.processor.tokenizer, masked_fields, chat.IGNORE_INDEX)
         return batch
 

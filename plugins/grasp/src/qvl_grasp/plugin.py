@@ -33,7 +33,9 @@ def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> Any:
         from qvl_grasp.working_copies import working_copies
 
         size = tuple(config.task.model_image_size)
-        return working_copies(samples, size, name=f"grasp-{split}-{size[0]}x{size[1]}")
+        augment = config.task.augment
+        return working_copies(samples, size, name=f"grasp-{split}-{size[0]}x{size[1]}",
+                              rotates=augment.enabled and augment.rotation_degrees > 0)
     return samples
 
 
@@ -42,7 +44,8 @@ def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone
     from qvl_grasp.collate import EnsembleCollator, TrainCollator
 
     if stage == "train":
-        return TrainCollator(config.task, backbone.processor, seed=config.seed)
+        return TrainCollator(config.task, backbone.processor, seed=config.seed,
+                             cached_prompts=config.train.prepared_cache)
     members = config.task.ensemble.eval if stage == "eval" else config.task.ensemble.predict
     return EnsembleCollator(config.task, backbone.processor, members=members, seed=config.seed)
 

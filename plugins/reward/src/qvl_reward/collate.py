@@ -18,11 +18,17 @@ def conversation(images: list[Any], text: str, size: tuple[int, int]) -> list[di
 
 
 class RewardCollator:
-    def __init__(self, config: Any, processor: Any, with_labels: bool) -> None:
+    """``cached_prompts``: tokenize each task's prompt once (:class:`qvl.encoded_rows.PromptRows`, the same
+    batches; only the images go through the processor each step), off with ``train.prepared_cache = false``."""
+
+    def __init__(self, config: Any, processor: Any, with_labels: bool, cached_prompts: bool = True) -> None:
+        from qvl.encoded_rows import PromptRows
+
         self.config = config
         self.processor = processor
         self.with_labels = with_labels
         self.size = tuple(config.image_size)
+        self.prompt_rows = PromptRows(processor, labels=False) if cached_prompts else None
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -30,7 +36,10 @@ class RewardCollator:
         from qvl import chat
 
         conversations = [conversation(s["images"], s["text"], self.size) for s in samples]
-        batch = chat.conversation_batch(self.processor, conversations, padding_side=self.config.padding_side)
+        if self.prompt_rows is not None:
+            batch = self.prompt_rows.batch(conversations, padding_side=self.config.padding_side)
+        else:
+            batch = chat.conversation_batch(self.processor, conversations, padding_side=self.config.padding_side)
         if self.with_labels:
             batch[LABELS_KEY] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
         batch[FRAMES_KEY] = [(s["episode"], s["frame"], s["timestamp"]) for s in samples]

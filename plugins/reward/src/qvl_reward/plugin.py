@@ -63,7 +63,8 @@ def build_collator(task: qvl.Task, config: qvl.RunConfig, backbone: qvl.Backbone
         return cached.CachedCollator(with_labels=stage == "train")
     from qvl_reward.collate import RewardCollator
 
-    return RewardCollator(config.task, backbone.processor, with_labels=stage == "train")
+    return RewardCollator(config.task, backbone.processor, with_labels=stage == "train",
+                          cached_prompts=config.train.prepared_cache)
 
 
 @qvl.hookimpl
