@@ -176,3 +176,25 @@ def test_frames_made_once_give_the_batches_of_the_frame_lists(backbone, stored, 
     prompts = PromptCollator(VqaConfig(), backbone.processor)(samples)
     cached = PromptCollator(VqaConfig(), backbone.processor, shown)(samples)
     assert all(torch.equal(cached[key], prompts[key]) for key in prompts if key != SAMPLES_KEY)
+
+
+def test_the_trajectory_files_are_read_only_without_the_shown_frames(backbone, tmp_path, monkeypatch):
+    from qvl_vqa.shown_frames import shown_frames_cache
+
+    monkeypatch.setenv("QVL_CACHE", str(tmp_path))
+    store = _Store((64, 64))
+    shown = shown_frames_cache(store, [64, 64], backbone.processor, "tiny")
+    reads = []
+
+    def samples():
+        def read(t, i):
+            return lambda: reads.append(t) or store.frames(SimpleNamespace(id=t), i)
+
+        videos = [Video(frames=read(t, i), frame_indices=i, fps=10.0, trajectory_id=t, num_frames=20)
+                  for t, i in (("a", [0, 5, 10]), ("b", [1, 2, 3]))]
+        return [{"id": "0", "item": Item(row=item("preference", "2").row, videos=videos, swapped=False)}]
+
+    TrainCollator(VqaConfig(), backbone.processor, shown=shown)(samples())
+    assert reads == []
+    TrainCollator(VqaConfig(), backbone.processor)(samples())
+    assert reads == ["a", "b"]

@@ -76,9 +76,9 @@ def conversation(item: Item, config: VqaConfig, *, with_answer: bool, rng: np.ra
     question = {"type": "text", "text": item.row["prompt"]}
     content: list[dict[str, Any]] = [question] if config.question_first else []
     for label, video in zip(VIDEO_LABELS[item.sample_type], item.videos):
-        frames, indices = video.frames, video.frame_indices
+        indices = video.frame_indices
         kept = shown.frames(video.trajectory_id, indices) if shown is not None else None
-        frames = frames if kept is None else kept
+        frames = video.frames if kept is None else kept  # the trajectory's file is read only without them
         if rng is not None:  # the same draws for either frames (the jitter, which differs, turns shown off)
             frames, indices = augment_frames(frames, indices, config.augment, rng)
         if label:

@@ -1,12 +1,14 @@
 """The rows of a generated VQA data set as training/evaluation items, frames read on access.
 
 A row holds trajectory references and frame indices; :class:`VqaSamples` reads just those frames
-from the trajectory store when an item is asked for, i.e. in the DataLoader's worker processes.
+from the trajectory store when the collator first asks for them, i.e. in the DataLoader's worker
+processes (or never, when the run keeps the frames as shown).
 The object itself is small to pickle: a memory-mapped Arrow table and the store's metadata.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +30,26 @@ VIDEO_FIELDS = {
 PAIRED = ("preference", "similarity")  # the types whose answer names one of two videos
 
 
-@attrs.frozen
+@attrs.define
 class Video:
-    """One shown clip: its frames and where they come from."""
+    """One shown clip: its frames and where they come from.
 
-    frames: np.ndarray  # [n, H, W, 3] uint8
+    ``frames`` (the init argument) may be a callable that reads them: they are read when first asked
+    for, so a run that keeps every trajectory's frames as shown (:mod:`qvl_vqa.shown_frames`) never
+    opens the trajectory files (half of its data wait).
+    """
+
+    _frames: Any  # [n, H, W, 3] uint8, or a callable returning it
     frame_indices: list[int]  # in the trajectory
     fps: float
     trajectory_id: str
     num_frames: int  # of the trajectory
+
+    @property
+    def frames(self) -> np.ndarray:
+        if callable(self._frames):
+            self._frames = self._frames()
+        return self._frames
 
     @property
     def position(self) -> float:
@@ -135,8 +148,11 @@ class VqaSamples(Sequence):
             raise qvl.UserError(f"{self.dataset_dir} ({self.split}, sample {row['sample_index']}): trajectory "
                                 f"{trajectory_id!r} is not in the store {self.store.root}; generate the data set "
                                 "again from this store") from None
-        return Video(frames=self.store.frames(trajectory, indices), frame_indices=indices, fps=trajectory.fps,
-                     trajectory_id=trajectory_id, num_frames=trajectory.num_frames)
+        read = functools.partial(self.store.frames, trajectory, indices)
+        if any(not 0 <= i < trajectory.num_frames for i in indices):
+            read()  # raises now, naming the file and the index
+        return Video(frames=read, frame_indices=indices, fps=trajectory.fps, trajectory_id=trajectory_id,
+                     num_frames=trajectory.num_frames)
 
     def info(self) -> SplitInfo:
         return SplitInfo(dataset_dir=self.dataset_dir, split=self.split, train_progress_mean=self.train_progress_mean())
