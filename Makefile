@@ -12,7 +12,7 @@ TORCH_VENV ?= .venv-torch
 TORCH_STAMP := $(TORCH_VENV)/.installed
 PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
 
-.PHONY: setup system-packages demo test test-together test-floors bench clean
+.PHONY: setup system-packages demo test test-together test-floors bench sweep clean
 
 PLUGINS := plugins/grasp plugins/reward plugins/vqa plugins/segment plugins/vla_flow
 
@@ -63,6 +63,10 @@ test-floors: setup
 # dependency that only another distribution brings
 test-together: setup
 	$(BIN)/python -m pytest -n 2
+
+# one plugin's default train + eval on seeds 0, 1 and 2 (long: not in bench), e.g. make sweep TASK=reward
+sweep: setup
+	$(BIN)/python benchmarks/seed_sweep.py $(TASK)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cli_startup.py
