@@ -27,6 +27,11 @@ class AugmentConfig:
     label_noise_prob: float = attrs.field(default=0.2, validator=fraction)
     masked_field_prob: float = attrs.field(default=0.1, validator=fraction)
 
+    @property
+    def rotates(self) -> bool:
+        """Whether training turns its images (the prepared working copies depend on it)."""
+        return self.enabled and self.rotation_degrees > 0
+
 
 def rotate(image: Any, grasps: list[Grasp], degrees: float, mask: Any = None) -> tuple[Any, list[Grasp], Any]:
     """Turn the image counter-clockwise (as seen) by ``degrees`` about its centre, grasps with it."""

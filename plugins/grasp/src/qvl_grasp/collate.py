@@ -69,7 +69,7 @@ class TrainCollator:
         if not grasps:
             raise GraspDataError(f"{sample['id']}: no grasp rectangles; a training image needs at least one")
         # from the prepared cache, when training does not rotate: the working copy already at the model's size
-        shown = None if augment.enabled and augment.rotation_degrees > 0 else sample.get("shown_image")
+        shown = None if augment.rotates else sample.get("shown_image")
         if shown is None:
             image, grasps = _working_copy(sample["image"], grasps, self.model_size)
             working_size = image.size

@@ -33,9 +33,8 @@ def build_dataset(task: qvl.Task, config: qvl.RunConfig, split: str) -> Any:
         from qvl_grasp.working_copies import working_copies
 
         size = tuple(config.task.model_image_size)
-        augment = config.task.augment
         return working_copies(samples, size, name=f"grasp-{split}-{size[0]}x{size[1]}",
-                              rotates=augment.enabled and augment.rotation_degrees > 0)
+                              rotates=config.task.augment.rotates)
     return samples
 
 
