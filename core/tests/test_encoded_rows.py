@@ -80,7 +80,7 @@ def sft_conversations(answers: list[str]) -> list[list[dict]]:
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_answer_rows_give_the_sft_batch_with_the_prompt_tokenized_once(processor, padding_side, monkeypatch):
+def test_prompt_rows_give_the_sft_batch_with_the_prompt_tokenized_once(processor, padding_side, monkeypatch):
     from qvl.encoded_rows import PromptRows
 
     rows = PromptRows(processor)
@@ -101,7 +101,7 @@ def test_answer_rows_give_the_sft_batch_with_the_prompt_tokenized_once(processor
         assert rebuilt[key].dtype == value.dtype and torch.equal(rebuilt[key], value), key
 
 
-def test_answer_rows_encode_whole_what_they_cannot_split(processor):
+def test_prompt_rows_encode_whole_what_they_cannot_split(processor):
     from qvl.encoded_rows import PromptRows, prompt_key
 
     clip = conversations(with_clip=True)[3]

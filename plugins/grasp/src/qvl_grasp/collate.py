@@ -59,7 +59,7 @@ class TrainCollator:
         self.processor = processor
         self.model_size = tuple(config.model_image_size)
         self.rng = np.random.default_rng([seed, 0x6A5])
-        self.answer_rows = PromptRows(processor) if cached_prompts else None
+        self.prompt_rows = PromptRows(processor) if cached_prompts else None
 
     def answer_for(self, sample: dict[str, Any], rng: Any = None) -> tuple[Any, tuple[int, ...], int | None]:
         """The (augmented) image at the model's input size, target bins and the field to leave out of the
@@ -105,8 +105,8 @@ class TrainCollator:
                                               self.config.system_prompt, self.config.instruction,
                                               target=sample.get("instruction")))
             masked_fields.append(masked)
-        if self.answer_rows is not None:
-            batch = self.answer_rows.batch(conversations)
+        if self.prompt_rows is not None:
+            batch = self.prompt_rows.batch(conversations)
         else:
             batch = chat.sft_batch(self.processor, conversations)
         mask_field_labels(batch["labels"], self.processor.tokenizer, masked_fields, chat.IGNORE_INDEX)
